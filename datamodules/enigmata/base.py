@@ -1,0 +1,93 @@
+"""The schema every Enigmata task follows: seeded generation, presets, rule-checking verifier.
+
+A task is a small class with:
+  * ``name``, ``category`` and ``presets`` (difficulty -> knob dict; easy / medium / hard),
+  * ``build(rng, **knobs) -> (question, answer_body, metadata)``: one instance, all randomness
+    from ``rng`` (a ``random.Random`` seeded from the task name, seed and difficulty, so item i of
+    seed s is identical on every machine, process and rank),
+  * ``verify(answer_body, metadata) -> bool``: checks the puzzle's RULES on the extracted answer
+    (any valid solution passes), never raises on garbage and is bounded in time.
+
+``generate`` assembles the prompt (question + the one answer convention) and returns a
+:class:`Puzzle`, which implements the Problem protocol.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from lit_reason.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
+from lit_reason.problem import safe_score
+
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+@dataclass
+class Puzzle:
+    """One generated puzzle: a Problem whose ``answer`` is a complete correct completion."""
+
+    task: str
+    category: str
+    difficulty: str
+    prompt: str
+    answer: str
+    metadata: dict = field(default_factory=dict)
+
+    def score(self, completion: str) -> float:
+        return safe_score(self._score, completion)
+
+    def _score(self, completion: str) -> float:
+        body = extract_answer(completion)
+        if body is None:
+            return 0.0
+        return 1.0 if TASKS[self.task].verify(body, self.metadata) else 0.0
+
+
+class Task:
+    """Base class of a puzzle task; subclasses set the class attributes and two methods."""
+
+    name: ClassVar[str]
+    category: ClassVar[str]
+    presets: ClassVar[dict[str, dict[str, Any]]]
+
+    def build(self, rng: random.Random, **knobs: Any) -> tuple[str, str, dict]:
+        raise NotImplementedError
+
+    def verify(self, answer: str, metadata: dict) -> bool:
+        raise NotImplementedError
+
+    def knobs(self, difficulty: str = "medium", **overrides: Any) -> dict[str, Any]:
+        """The preset for ``difficulty`` with ``overrides`` applied (unknown knobs are an error)."""
+        if difficulty not in self.presets:
+            raise ValueError(f"task {self.name!r}: unknown difficulty {difficulty!r}; choose one of {sorted(self.presets)}")
+        knobs = dict(self.presets[difficulty])
+        unknown = set(overrides) - set(knobs)
+        if unknown:
+            raise ValueError(f"task {self.name!r}: unknown knob(s) {sorted(unknown)}; valid knobs: {sorted(knobs)}")
+        knobs.update(overrides)
+        return knobs
+
+    def generate(self, seed: int, difficulty: str = "medium", **overrides: Any) -> Puzzle:
+        knobs = self.knobs(difficulty, **overrides)
+        rng = random.Random(f"enigmata/{self.name}/{difficulty}/{seed}")
+        question, answer_body, metadata = self.build(rng, **knobs)
+        metadata = {**metadata, "task": self.name, "category": self.category, "difficulty": difficulty, "seed": seed}
+        prompt = f"{question.rstrip()}\n\n{ANSWER_INSTRUCTION}"
+        return Puzzle(self.name, self.category, difficulty, prompt, format_answer(answer_body), metadata)
+
+
+#: name -> task instance; filled by :func:`register` as the category modules are imported.
+TASKS: dict[str, Task] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator adding one instance of the task to :data:`TASKS`."""
+    if cls.name in TASKS:
+        raise ValueError(f"duplicate task name {cls.name!r}")
+    missing = set(DIFFICULTIES) - set(cls.presets)
+    if missing:
+        raise ValueError(f"task {cls.name!r} lacks presets {sorted(missing)}")
+    TASKS[cls.name] = cls()
+    return cls
