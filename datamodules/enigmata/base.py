@@ -22,6 +22,8 @@ from lit_reason.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
 from lit_reason.problem import safe_score
 
 DIFFICULTIES = ("easy", "medium", "hard")
+#: The one answer body that says "this instance has no solution" (game24, maze, puzzles, ...).
+NO_SOLUTION = "no solution"
 
 
 @dataclass
@@ -57,6 +59,16 @@ class Task:
 
     def verify(self, answer: str, metadata: dict) -> bool:
         raise NotImplementedError
+
+    def corruptions(self, puzzle: "Puzzle", rng: random.Random) -> list[str]:
+        """Wrong answer bodies for ``puzzle`` that ``verify`` must reject (used by the tests):
+        a wrong cell, an illegal move, a number not in the puzzle, a truncated answer, ...
+        The default truncates the gold body; tasks add their own rule-breaking edits."""
+        body = extract_answer(puzzle.answer) or ""
+        return [body[: len(body) // 2]] if len(body) > 1 else []
+
+    #: Non-default knob settings the tests also run (each merged over the medium preset).
+    test_knobs: ClassVar[list[dict[str, Any]]] = []
 
     def knobs(self, difficulty: str = "medium", **overrides: Any) -> dict[str, Any]:
         """The preset for ``difficulty`` with ``overrides`` applied (unknown knobs are an error)."""

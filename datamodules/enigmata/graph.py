@@ -1,0 +1,1 @@
+"""Enigmata tasks of this category (see base.py for the schema)."""
