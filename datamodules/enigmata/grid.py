@@ -1,1 +1,4 @@
-"""Enigmata tasks of this category (see base.py for the schema)."""
+"""Enigmata Grid tasks (10): each lives in its own ``grid_*.py`` module; importing them here
+registers them (see base.py for the schema and grid_common.py for the shared answer format)."""
+
+from datamodules.enigmata import grid_sudoku  # noqa: F401
