@@ -2,3 +2,4 @@
 registers them (see base.py for the schema and grid_common.py for the shared answer format)."""
 
 from datamodules.enigmata import grid_sudoku  # noqa: F401
+from datamodules.enigmata import grid_binario, grid_campsite  # noqa: F401
