@@ -1,0 +1,176 @@
+"""FP4 block formats (NVFP4, MXFP4) as pure tensor math: encode to (grid values, scales) and decode.
+
+Everything here is plain elementwise torch on float32, with no Python loops over blocks and no
+data-dependent control flow, so the exact same functions run eagerly on CPU and under
+``torch.compile`` on CUDA (see ``kernels.py``): the two paths share their numerics by construction.
+
+Conventions (documented in docs/fp4.md):
+
+* Blocks run along the **last** dimension. A last dimension that is not a multiple of the block
+  size ends in a shorter block (padded with zeros internally; zeros never change a block's amax).
+* Non-finite elements (inf, NaN) are excluded from every amax and passed through unchanged, so
+  one overflow stays visible downstream (anomaly detection, skipped steps) without wiping the
+  finite values of its block.
+* A block whose amax is 0 (or whose scale underflows to 0, as NVFP4 E4M3 block scales can for
+  blocks far below the tensor's amax) decodes to zeros.
+* Scaled magnitudes above 6 saturate to 6 (possible for the OCP MX scale and, by one E4M3
+  rounding step, for NVFP4).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+E2M1_MAX = 6.0
+E4M3_MAX = 448.0
+E8M0_MIN_EXP, E8M0_MAX_EXP = -127, 127
+FORMATS = {"nvfp4": 16, "mxfp4": 32}  # name -> block size
+ROUNDINGS = ("nearest", "stochastic")
+MX_SCALES = ("ocp", "no_overflow")
+
+
+class FP4Blocks(NamedTuple):
+    """An encoded tensor: ``values * block_scales`` (broadcast per block) is the dequantized tensor.
+
+    values: [..., n_blocks, block] on the E2M1 grid (+-{0, .5, 1, 1.5, 2, 3, 4, 6}); non-finite
+        inputs kept as they were. block_scales: [..., n_blocks, 1] float32 decoded scale of each
+        block (NVFP4: E4M3 block scale times the per-tensor scale; MXFP4: a power of two).
+        tensor_scale: 0-d float32 (NVFP4 per-tensor scale; 1 for MXFP4).
+    """
+
+    values: Tensor
+    block_scales: Tensor
+    tensor_scale: Tensor
+
+
+def check_args(fmt: str, rounding: str, mx_scale: str = "ocp") -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt={fmt!r} is not an FP4 format; use one of {sorted(FORMATS)}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding={rounding!r} is unknown; use one of {ROUNDINGS}")
+    if mx_scale not in MX_SCALES:
+        raise ValueError(f"mx_scale={mx_scale!r} is unknown; use one of {MX_SCALES}")
+
+
+def _exponent(x: Tensor) -> Tensor:
+    """floor(log2(x)) for positive normal float32 x, read exactly from the exponent bits.
+
+    Subnormals (and zero) read as -127, which every caller clamps away."""
+    return ((x.contiguous().view(torch.int32) >> 23) & 0xFF) - 127
+
+
+def _pow2(k: Tensor) -> Tensor:
+    """2**k as float32, exactly, for integer k in [-149, 127] (normal and subnormal range)."""
+    normal = ((k + 127).clamp(min=1) << 23).view(torch.float32)
+    subnormal = (torch.ones_like(k) << (k + 149).clamp(min=0, max=22)).view(torch.float32)
+    return torch.where(k >= -126, normal, subnormal)
+
+
+def round_e4m3(v: Tensor) -> Tensor:
+    """Round non-negative float32 to the nearest FP8 E4M3 (fn) value, ties to even, saturating at 448."""
+    v = v.clamp(max=E4M3_MAX)
+    step = _pow2(_exponent(v).clamp(min=-6) - 3)  # 3 mantissa bits; subnormal step 2**-9
+    return torch.round(v / step) * step
+
+
+def _e2m1_step(a: Tensor) -> Tensor:
+    """Spacing of the E2M1 grid at magnitude a in [0, 6]: 0.5 below 2, 1 below 4, 2 up to 6."""
+    return torch.where(a < 2.0, 0.5, torch.where(a < 4.0, 1.0, 2.0))
+
+
+def round_e2m1(v: Tensor, noise: Tensor | None = None) -> Tensor:
+    """Round float32 v to the E2M1 grid, saturating at +-6; keeps signs (incl. -0).
+
+    noise=None: nearest, ties to even (exactly ml_dtypes' float4_e2m1fn cast on finite input).
+    noise=U[0,1) of v's shape: stochastic; round up with probability equal to the fractional
+    distance to the lower neighbour, so E[result] = v for |v| <= 6 and only the two neighbouring
+    grid points can come out.
+    """
+    a = v.abs().clamp(max=E2M1_MAX)
+    step = _e2m1_step(a)
+    if noise is None:
+        q = torch.round(a / step) * step  # torch.round is round-half-to-even
+    else:
+        low = torch.floor(a / step) * step
+        q = low + step * ((a - low) / step > noise).to(a.dtype)
+    return torch.copysign(q, v)
+
+
+def _blocked(x: Tensor, block: int) -> Tensor:
+    """[..., K] -> [..., ceil(K / block), block] float32, zero-padded at the end of the last dim."""
+    k = x.shape[-1]
+    pad = (-k) % block
+    xf = x.float()
+    if pad:
+        xf = torch.nn.functional.pad(xf, (0, pad))
+    return xf.reshape(*x.shape[:-1], (k + pad) // block, block)
+
+
+def _finite_abs(x: Tensor) -> Tensor:
+    a = x.abs()
+    return torch.where(torch.isfinite(a), a, torch.zeros_like(a))
+
+
+def nvfp4_scales(blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """(decoded block scales [..., n, 1], per-tensor scale) following the NVFP4 recipe.
+
+    s_tensor = amax(tensor) / (6 * 448)          (float32; 1 when the tensor is all zero)
+    s_block  = E4M3((amax(block) / 6) / s_tensor) (round to nearest even, saturating at 448)
+    decoded  = s_block * s_tensor
+    """
+    amax_block = _finite_abs(blocks).amax(dim=-1, keepdim=True)
+    amax = amax_block.amax() if amax_block.numel() else amax_block.new_zeros(())
+    s_tensor = amax / (E2M1_MAX * E4M3_MAX)
+    s_tensor = torch.where(s_tensor > 0, s_tensor, torch.ones_like(s_tensor))
+    s_block = round_e4m3((amax_block / E2M1_MAX) / s_tensor)
+    return s_block * s_tensor, s_tensor
+
+
+def mxfp4_scales(blocks: Tensor, mx_scale: str = "ocp") -> Tensor:
+    """Decoded E8M0 (power-of-two) block scales [..., n, 1].
+
+    "ocp" (OCP MX v1.0): 2**(floor(log2(amax)) - 2); scaled magnitudes land in [4, 8) for the
+        largest element, and the part above 6 saturates to 6.
+    "no_overflow" (the FP4-all-the-way code): the smallest power of two with amax / scale <= 6,
+        i.e. 1 / 2**floor(log2(6 / amax)); never saturates, uses the grid's top less often.
+    Exponents are clamped to E8M0's [-127, 127]; all-zero blocks get scale 1.
+    """
+    amax = _finite_abs(blocks).amax(dim=-1, keepdim=True)
+    exp = _exponent(amax) - 2
+    if mx_scale == "no_overflow":
+        exp = exp + (amax / _pow2(exp.clamp(E8M0_MIN_EXP, E8M0_MAX_EXP)) > E2M1_MAX).to(exp.dtype)
+    exp = torch.where(amax > 0, exp, torch.zeros_like(exp))
+    return _pow2(exp.clamp(E8M0_MIN_EXP, E8M0_MAX_EXP))
+
+
+def encode(
+    x: Tensor, fmt: str = "nvfp4", noise: Tensor | None = None, mx_scale: str = "ocp"
+) -> FP4Blocks:
+    """Encode x along its last dimension. noise: None (nearest) or U[0,1) shaped like the blocks."""
+    blocks = _blocked(x, FORMATS[fmt])
+    if fmt == "nvfp4":
+        scales, s_tensor = nvfp4_scales(blocks)
+    else:
+        scales, s_tensor = mxfp4_scales(blocks, mx_scale), blocks.new_ones(())
+    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+    values = round_e2m1(blocks / safe, noise)
+    values = torch.where(scales > 0, values, values * 0.0)  # scale underflow: block flushes to 0
+    values = torch.where(torch.isfinite(blocks), values, blocks)
+    return FP4Blocks(values, scales, s_tensor)
+
+
+def decode(enc: FP4Blocks, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """values * block scales, unpadded back to ``shape`` and cast to ``dtype``."""
+    out = torch.where(torch.isfinite(enc.values), enc.values * enc.block_scales, enc.values)
+    out = out.reshape(*shape[:-1], -1)[..., : shape[-1]]
+    return out.to(dtype)
+
+
+def fake_quantize(
+    x: Tensor, fmt: str, noise: Tensor | None = None, mx_scale: str = "ocp"
+) -> Tensor:
+    """decode(encode(x)): one fused-able function, the body that kernels.py compiles for CUDA."""
+    return decode(encode(x, fmt, noise, mx_scale), x.shape, x.dtype)
