@@ -1,0 +1,6 @@
+"""Reasoning DataModules: each yields lists of Problems (see lit_reason.problem)."""
+
+from datamodules.base import ProblemDataModule, ProblemDataset, collate_problems
+from datamodules.toy import ToyDataModule
+
+__all__ = ["ProblemDataModule", "ProblemDataset", "collate_problems", "ToyDataModule"]

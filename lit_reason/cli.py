@@ -1,0 +1,46 @@
+"""``lit-reason``: a LightningCLI over any module of the GRPO family and any reasoning DataModule.
+
+    lit-reason fit --config configs/quickstart/grpo.yaml
+    lit-reason fit --model GRPO --data ToyDataModule --trainer.max_steps 10
+    lit-reason fit --config X.yaml --print_config
+    lit-reason gallery --task maze --difficulty hard -k 2
+
+Short class names work for everything imported here (``model: GRPO``, ``data: EnigmataDataModule``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+import callbacks  # noqa: F401  (registers callback classes for short names)
+import datamodules  # noqa: F401  (registers DataModules for short names)
+import lit_reason.modules  # noqa: F401  (registers modules for short names)
+
+
+class LitReasonCLI(LightningCLI):
+    """LightningCLI with the project's defaults: subclass mode for model and data, configs saved
+    next to the logs, and seeding on by default so a YAML run is reproducible."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "gallery":
+        from datamodules.enigmata.gallery import main as gallery_main
+
+        raise SystemExit(gallery_main(argv[1:]))
+    LitReasonCLI(args=argv)
+
+
+if __name__ == "__main__":
+    main()

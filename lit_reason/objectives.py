@@ -1,0 +1,194 @@
+"""The math of GRPO and its variants, as pure functions on tensors.
+
+Shapes: B sequences (a rollout batch, G consecutive completions per prompt), T completion tokens,
+V vocabulary. ``mask`` is 1 on completion tokens up to and including the first EOS.
+Every function here has a test that checks it against numbers worked out by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+REWARD_SCALES = ("group", "batch", "none")
+
+
+# --------------------------------------------------------------------------- advantages
+def group_advantages(rewards: Tensor, group_size: int, scale: str = "group", eps: float = 1e-4) -> Tensor:
+    """Group-relative advantages ``(r - mean_group) / (std + eps)``.
+
+    Args:
+        rewards: ``[B]`` with B a multiple of ``group_size``; NaN marks a missing reward (a reward
+            function returned None): it is left out of its group's mean and std and gets advantage 0.
+        scale: ``group`` (std within the group, Bessel-corrected as the reference trainer does),
+            ``batch`` (one std over the whole batch), ``none`` (Dr. GRPO: no division).
+    """
+    if scale not in REWARD_SCALES:
+        raise ValueError(f"scale_rewards={scale!r}: choose one of {REWARD_SCALES}")
+    if group_size < 1 or rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    r = rewards.reshape(-1, group_size).double()
+    valid = ~torch.isnan(r)
+    count = valid.sum(-1, keepdim=True)
+    filled = torch.where(valid, r, torch.zeros_like(r))
+    mean = filled.sum(-1, keepdim=True) / count.clamp_min(1)
+    centred = torch.where(valid, r - mean, torch.zeros_like(r))
+    if scale == "group":
+        var = (centred**2).sum(-1, keepdim=True) / (count - 1).clamp_min(1)
+        adv = centred / (var.sqrt() + eps)
+    elif scale == "batch":
+        flat = r[valid]
+        std = flat.std() if flat.numel() > 1 else flat.new_zeros(())
+        adv = centred / (std + eps)
+    else:
+        adv = centred
+    return adv.reshape(rewards.shape).to(rewards.dtype if rewards.is_floating_point() else torch.float32)
+
+
+def zero_std_groups(rewards: Tensor, group_size: int) -> Tensor:
+    """``[B / G]`` bool: groups whose (non-missing) rewards are all equal, so every advantage is 0."""
+    r = rewards.reshape(-1, group_size)
+    lo = torch.where(torch.isnan(r), torch.full_like(r, math.inf), r).min(-1).values
+    hi = torch.where(torch.isnan(r), torch.full_like(r, -math.inf), r).max(-1).values
+    return ~(hi > lo)
+
+
+# --------------------------------------------------------------------------- per-token terms
+def kl_k3(logps: Tensor, ref_logps: Tensor) -> Tensor:
+    """Per-token k3 estimator of KL(pi || ref): ``exp(d) - d - 1`` with ``d = ref - logp`` (>= 0)."""
+    d = ref_logps - logps
+    return torch.exp(d) - d - 1
+
+
+def _chunks(n: int, chunk: int):
+    for start in range(0, n, chunk):
+        yield slice(start, min(start + chunk, n))
+
+
+def token_logps(logits: Tensor, token_ids: Tensor, chunk_size: int = 1024) -> Tensor:
+    """``log softmax(logits)[token]`` per position, in float32, without a full float32 copy.
+
+    ``logits`` is ``[..., V]`` in any dtype (already divided by the temperature); the float32
+    log-sum-exp is computed ``chunk_size`` positions at a time so long completions do not
+    materialise ``[B, T, V]`` float32 tensors.
+    """
+    flat_logits = logits.reshape(-1, logits.shape[-1])
+    flat_ids = token_ids.reshape(-1)
+    out = torch.empty(flat_ids.shape, dtype=torch.float32, device=logits.device)
+    for s in _chunks(flat_ids.numel(), chunk_size):
+        block = flat_logits[s].float()
+        out[s] = block.gather(-1, flat_ids[s, None]).squeeze(-1) - torch.logsumexp(block, dim=-1)
+    return out.reshape(token_ids.shape)
+
+
+def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
+    """Entropy of ``softmax(logits)`` per position, float32, chunked like :func:`token_logps`."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
+    for s in _chunks(flat.shape[0], chunk_size):
+        logp = torch.log_softmax(flat[s].float(), dim=-1)
+        out[s] = -(logp.exp() * logp).sum(-1)
+    return out.reshape(logits.shape[:-1])
+
+
+def self_certainty(logits: Tensor, mask: Tensor, temperature: float = 1.0, chunk_size: int = 1024) -> Tensor:
+    """Intuitor's self-certainty per completion: mean over its tokens of ``KL(U || softmax(z / T))``.
+
+    Position t's logits are the distribution that scored token t (the caller aligns them).
+    ``KL(U || p) = logsumexp(z) - mean(z) - log V``: zero for uniform logits, growing as they sharpen.
+    Computed in float32 chunks of ``chunk_size`` positions (no second [B, T, V] float32 copy).
+    Returns ``[B]``; a completion with no unmasked token gets 0.
+    """
+    z = logits.reshape(-1, logits.shape[-1])
+    vocab = z.shape[-1]
+    per_token = torch.empty(z.shape[0], dtype=torch.float32, device=logits.device)
+    for s in _chunks(z.shape[0], chunk_size):
+        block = z[s].float() / temperature
+        per_token[s] = torch.logsumexp(block, dim=-1) - block.mean(-1) - math.log(vocab)
+    per_token = per_token.reshape(mask.shape)
+    m = mask.to(per_token.dtype)
+    return (per_token * m).sum(-1) / m.sum(-1).clamp_min(1)
+
+
+# --------------------------------------------------------------------------- the loss
+def loss_normalizer(mask: Tensor, loss_type: str, max_completion_length: int | None = None) -> float:
+    """The denominator each loss type divides its summed terms by, for one batch.
+
+    ``grpo`` sums per-sequence means, so it divides by the number of sequences; ``bnpo``/``dapo``
+    divide the token sum by the token count (for ``dapo`` the caller passes the global count);
+    ``dr_grpo`` by ``num_sequences * max_completion_length``.
+    """
+    if loss_type == "grpo":
+        return float(mask.shape[0])
+    if loss_type in ("bnpo", "dapo"):
+        return max(float(mask.sum()), 1.0)
+    if loss_type == "dr_grpo":
+        return float(mask.shape[0] * (max_completion_length or mask.shape[1]))
+    raise ValueError(f"loss_type={loss_type!r}: choose one of {LOSS_TYPES}")
+
+
+def policy_loss(
+    logps: Tensor,
+    old_logps: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    loss_type: str = "grpo",
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+    ref_logps: Tensor | None = None,
+    beta: float = 0.0,
+    token_weights: Tensor | None = None,
+    max_completion_length: int | None = None,
+    normalizer: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped surrogate + optional k3 KL, aggregated by ``loss_type``.
+
+    Per token: ``-min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A) * w + beta * KL`` with
+    ``rho = exp(logp - old_logp)`` and ``w`` the token weights (NTHR; 1 by default).
+
+    Args:
+        advantages: ``[B]`` per sequence or ``[B, T]`` per token.
+        normalizer: overrides the denominator of :func:`loss_normalizer` (micro-batching, and the
+            global token count for ``dapo`` under DDP).
+    Returns:
+        ``(loss, metrics)``; metrics are detached masked means: ``kl``, ``clip_ratio/low_mean``,
+        ``clip_ratio/high_mean``, ``clip_ratio/region_mean``.
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type={loss_type!r}: choose one of {LOSS_TYPES}")
+    eps_high = eps_low if eps_high is None else eps_high
+    mask = mask.to(logps.dtype)
+    adv = advantages if advantages.dim() == 2 else advantages[:, None]
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)
+    if token_weights is not None:
+        per_token = per_token * token_weights
+    kl = None
+    if ref_logps is not None and beta != 0.0:
+        kl = kl_k3(logps, ref_logps)
+        per_token = per_token + beta * kl
+
+    if loss_type == "grpo":
+        total = ((per_token * mask).sum(-1) / mask.sum(-1).clamp_min(1)).sum()
+    else:
+        total = (per_token * mask).sum()
+    denom = normalizer if normalizer is not None else loss_normalizer(mask, loss_type, max_completion_length)
+    loss = total / denom
+
+    with torch.no_grad():
+        n = mask.sum().clamp_min(1)
+        low = ((ratio < 1 - eps_low) & (adv < 0)).to(mask.dtype)
+        high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype)
+        metrics = {
+            "clip_ratio/low_mean": (low * mask).sum() / n,
+            "clip_ratio/high_mean": (high * mask).sum() / n,
+            "clip_ratio/region_mean": ((low + high) * mask).sum() / n,
+        }
+        if kl is not None:
+            metrics["kl"] = (kl * mask).sum() / n
+    return loss, metrics

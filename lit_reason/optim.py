@@ -1,0 +1,51 @@
+"""Optimizers and learning-rate schedules selectable by name from YAML.
+
+``adamw`` is torch's; ``adamw8bit`` and ``paged_adamw8bit`` are bitsandbytes' 8-bit optimizers
+(optimizer state in 8 bits: about a quarter of AdamW's state memory).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw8bit", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def build_optimizer(param_groups: list[dict], name: str = "adamw", lr: float = 1e-6, weight_decay: float = 0.0,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """An optimizer over ``param_groups`` (groups may carry their own lr / weight_decay)."""
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, weight_decay=weight_decay)
+    if name in ("adamw8bit", "paged_adamw8bit"):
+        import bitsandbytes as bnb
+
+        cls = bnb.optim.AdamW8bit if name == "adamw8bit" else bnb.optim.PagedAdamW8bit
+        return cls(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+    raise ValueError(f"model.optimizer={name!r}: choose one of {OPTIMIZERS}")
+
+
+def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Linear warmup to 1, then constant / cosine to 0 / linear to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(max(step - warmup_steps, 0) / max(total_steps - warmup_steps, 1), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    raise ValueError(f"model.lr_schedule={schedule!r}: choose one of {SCHEDULES}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_steps: int = 0,
+                    warmup_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"model.lr_schedule={schedule!r}: choose one of {SCHEDULES}")
+    warmup = warmup_steps or int(round(warmup_ratio * total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, total_steps, warmup, schedule))

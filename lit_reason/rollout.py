@@ -1,0 +1,213 @@
+"""Batched sampling of completions with a KV cache: the rollout half of every RL step.
+
+One prefill over the left-padded prompts, then one cached forward per new token. The input of
+each decoding step is formed by :meth:`RolloutEngine.next_inputs_embeds`, the single method HRPO
+overrides to mix latent vectors into the token embeddings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class SamplingConfig:
+    """How completions are sampled.
+
+    Args:
+        max_new_tokens: completion length limit; a completion that reaches it is ``truncated``.
+        temperature: 0 means greedy.
+        top_p / top_k / min_p: nucleus, top-k (0 = off) and min-p (0 = off) filtering.
+        stop_strings: generation of a row stops once its text contains one of these (the stop
+            string is kept in the completion, like EOS).
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    stop_strings: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Rollout:
+    """What a rollout returns; rows are completions (G consecutive rows per prompt).
+
+    ``logprobs`` are the sampling policy's log-probabilities of the chosen tokens under
+    ``softmax(logits / temperature)`` (before top-p/top-k truncation, like the training forward).
+    """
+
+    prompt_ids: Tensor  # [B, P] left-padded
+    prompt_mask: Tensor  # [B, P]
+    completion_ids: Tensor  # [B, T] right-padded with pad_token_id
+    completion_mask: Tensor  # [B, T] 1 up to and including the first EOS / stop string
+    logprobs: Tensor  # [B, T] float32
+    truncated: Tensor  # [B] bool: hit max_new_tokens without EOS / stop
+    texts: list[str]
+    seconds: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. HRPO's latents and gate values
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.completion_mask.sum())
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.completion_mask.sum(-1)
+
+    def select(self, index: Tensor | slice) -> "Rollout":
+        """The rows ``index`` (tensors and per-row extras sliced alike)."""
+        pick = lambda t: t[index] if isinstance(t, Tensor) and t.dim() > 0 else t  # noqa: E731
+        rows = range(len(self.texts))[index] if isinstance(index, slice) else index.tolist()
+        return Rollout(
+            pick(self.prompt_ids), pick(self.prompt_mask), pick(self.completion_ids), pick(self.completion_mask),
+            pick(self.logprobs), pick(self.truncated), [self.texts[i] for i in rows], self.seconds,
+            {k: pick(v) for k, v in self.extras.items()},
+        )
+
+
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Tensor:
+    """Set logits outside the top-k / nucleus / min-p set to -inf (the argmax always survives)."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if min_p > 0:
+        probs = torch.softmax(logits, dim=-1)
+        logits = logits.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p  # mass before this token
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def positions_from_mask(mask: Tensor) -> Tensor:
+    """Position ids for a left-padded batch: 0 at each row's first real token."""
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+class RolloutEngine:
+    """Samples completions for a batch of tokenized prompts.
+
+    Args:
+        model: a Hugging Face causal LM (anything accepting ``inputs_embeds`` and a cache).
+        tokenizer: its tokenizer (decoding, pad and eos ids).
+        config: a :class:`SamplingConfig`.
+        eos_token_ids: extra ids that end a completion (the tokenizer's eos is always one).
+    """
+
+    def __init__(self, model, tokenizer, config: SamplingConfig, eos_token_ids: Sequence[int] = ()) -> None:
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        ids = set(eos_token_ids)
+        if tokenizer.eos_token_id is not None:
+            ids.add(tokenizer.eos_token_id)
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        if not ids:
+            raise ValueError("the tokenizer has no eos token: pass eos_token_ids= to the rollout engine")
+        self.eos_ids = sorted(ids)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self._stop_window = max((len(s) for s in config.stop_strings), default=0)
+
+    # -- the overridable step --------------------------------------------------------------
+    def begin(self, batch_size: int, state: dict) -> None:
+        """Called once before decoding; subclasses initialise per-row state here."""
+
+    def next_inputs_embeds(self, tokens: Tensor, logits: Tensor, step: int, state: dict) -> Tensor:
+        """The input embedding ``[B, 1, H]`` for the next position, given the token just sampled
+        (``[B]``) and the logits it was sampled from (``[B, V]``). Plain decoding: its embedding."""
+        return self.model.get_input_embeddings()(tokens[:, None])
+
+    def finish(self, rollout: Rollout, state: dict) -> None:
+        """Called once after decoding; subclasses move their per-position state into ``rollout.extras``."""
+
+    # -- decoding --------------------------------------------------------------------------
+    def _sample(self, logits: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        cfg = self.config
+        logits = logits.float()
+        if cfg.greedy:
+            tokens = logits.argmax(-1)
+            logp = torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
+            return tokens, logp
+        scaled = logits / cfg.temperature
+        logp_all = torch.log_softmax(scaled, -1)
+        filtered = filter_logits(scaled, cfg.top_k, cfg.top_p, cfg.min_p)
+        probs = torch.softmax(filtered, -1)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
+
+    def _hit_stop_string(self, ids: list[int]) -> bool:
+        tail = self.tokenizer.decode(ids[-(self._stop_window + 8):], skip_special_tokens=False)
+        return any(s in tail for s in self.config.stop_strings)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None = None) -> Rollout:
+        """Sample one completion per row of ``prompt_ids`` (repeat rows G times for groups)."""
+        start = time.perf_counter()
+        cfg, model = self.config, self.model
+        batch, device = prompt_ids.shape[0], prompt_ids.device
+        eos = torch.tensor(self.eos_ids, device=device)
+        state: dict = {}
+        self.begin(batch, state)
+
+        attention = prompt_mask.long()
+        out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions_from_mask(attention),
+                    use_cache=True, logits_to_keep=1)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        next_pos = attention.sum(-1, keepdim=True)  # position id of the next token
+
+        tokens_out = torch.full((batch, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
+        logps_out = torch.zeros(batch, cfg.max_new_tokens, dtype=torch.float32, device=device)
+        mask_out = torch.zeros(batch, cfg.max_new_tokens, dtype=torch.long, device=device)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        steps = 0
+        for step in range(cfg.max_new_tokens):
+            tokens, logp = self._sample(logits, generator)
+            tokens = torch.where(done, torch.full_like(tokens, self.pad_id), tokens)
+            tokens_out[:, step], logps_out[:, step] = tokens, torch.where(done, 0.0, logp)
+            mask_out[:, step] = (~done).long()
+            finished_now = torch.isin(tokens, eos) & ~done
+            if self._stop_window:
+                for row in (~done & ~finished_now).nonzero().flatten().tolist():
+                    if self._hit_stop_string(tokens_out[row, : step + 1].tolist()):
+                        finished_now[row] = True
+            done = done | finished_now
+            steps = step + 1
+            if bool(done.all()) or step + 1 == cfg.max_new_tokens:
+                break
+            embeds = self.next_inputs_embeds(tokens, logits, step, state)
+            attention = torch.cat([attention, torch.ones(batch, 1, dtype=attention.dtype, device=device)], dim=-1)
+            out = model(inputs_embeds=embeds, attention_mask=attention, position_ids=next_pos,
+                        past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1]
+            next_pos = next_pos + 1
+
+        completion_ids, completion_mask, logprobs = tokens_out[:, :steps], mask_out[:, :steps], logps_out[:, :steps]
+        texts = self.tokenizer.batch_decode(
+            [row[: int(m.sum())].tolist() for row, m in zip(completion_ids, completion_mask)], skip_special_tokens=True
+        )
+        rollout = Rollout(prompt_ids, prompt_mask.long(), completion_ids, completion_mask, logprobs, ~done, texts,
+                          time.perf_counter() - start)
+        self.finish(rollout, state)
+        return rollout
