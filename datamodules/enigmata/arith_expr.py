@@ -182,44 +182,60 @@ def _splits(mask: int):
 class _Reach:
     """Exact search over every expression tree on a multiset of numbers.
 
-    ``tables[mask]`` maps every value the numbers in ``mask`` can make to one expression making it,
-    for masks of up to ``n - 2`` numbers. Bigger masks are never tabulated (that is where the
-    cost explodes): :meth:`find` asks "can ``mask`` make ``goal``" by splitting it and looking up,
-    for each value of one half, the partner value the other half would need.
+    ``table(mask)`` maps every value the numbers in ``mask`` can make to one expression making
+    it; tables exist only for masks of at most ``n - 2`` numbers, are built on first use and are
+    shared between masks holding the same sub-multiset (repeated numbers are common). Bigger
+    masks are never tabulated (that is where the cost explodes): :meth:`find` asks "can ``mask``
+    make ``goal``" by splitting it and looking up, for each value of the tabulated half, the
+    partner value the other half would need. Splits into small halves are tried first, so
+    solvable instances usually finish before the big tables are built.
     """
 
     def __init__(self, numbers: list[int]):
+        self.numbers = numbers
         self.n = len(numbers)
         self.tabulated_size = max(1, self.n - 2)
-        self.tables: dict[int, dict[Fraction, str]] = {1 << i: {Fraction(x): str(x)} for i, x in enumerate(numbers)}
-        for size in range(2, self.tabulated_size + 1):
-            for idx in combinations(range(self.n), size):
-                mask = sum(1 << i for i in idx)
-                table: dict[Fraction, str] = {}
+        self.tables: dict[tuple[int, ...], dict[Fraction, str]] = {}
+        self.memo: dict[tuple[tuple[int, ...], Fraction], str | None] = {}
+
+    def key(self, mask: int) -> tuple[int, ...]:
+        return tuple(sorted(x for i, x in enumerate(self.numbers) if mask >> i & 1))
+
+    def size(self, mask: int) -> int:
+        return bin(mask).count("1")
+
+    def table(self, mask: int) -> dict[Fraction, str]:
+        key = self.key(mask)
+        table = self.tables.get(key)
+        if table is None:
+            if len(key) == 1:
+                table = {Fraction(key[0]): str(key[0])}
+            else:
+                table = {}
                 for sub, other in _splits(mask):
-                    for a, ea in self.tables[sub].items():
-                        for b, eb in self.tables[other].items():
+                    right = self.table(other)
+                    for a, ea in self.table(sub).items():
+                        for b, eb in right.items():
                             for v, e in _combine(a, ea, b, eb):
                                 if v not in table:
                                     table[v] = e
-                self.tables[mask] = table
-        self.memo: dict[tuple[int, Fraction], str | None] = {}
+            self.tables[key] = table
+        return table
 
     def find(self, mask: int, goal: Fraction) -> str | None:
-        table = self.tables.get(mask)
-        if table is not None:
-            return table.get(goal)
-        key = (mask, goal)
+        if self.size(mask) <= self.tabulated_size:
+            return self.table(mask).get(goal)
+        key = (self.key(mask), goal)
         if key in self.memo:
             return self.memo[key]
         found = None
-        for sub, other in _splits(mask):
+        # balanced splits first: their tables are the small ones
+        splits = sorted(_splits(mask), key=lambda s: max(self.size(s[0]), self.size(s[1])))
+        for sub, other in splits:
             # iterate over a tabulated half (one always is: only masks of n-1 or n numbers are
             # not), the smaller one when both are
-            small, large = (sub, other) if sub in self.tables else (other, sub)
-            if large in self.tables and len(self.tables[large]) < len(self.tables[small]):
-                small, large = large, small
-            for a, ea in self.tables[small].items():
+            small, large = (sub, other) if self.size(sub) <= self.size(other) else (other, sub)
+            for a, ea in self.table(small).items():
                 for b, build in _partners(a, ea, goal):
                     eb = self.find(large, b)
                     if eb is not None:
