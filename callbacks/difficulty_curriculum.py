@@ -133,7 +133,7 @@ class DifficultyCurriculum(Callback):
         for key in [self.monitor, *keys]:
             if key in metrics:
                 out[key] = float(metrics[key])
-            elif key == self.monitor and key not in self._warned_missing:
+            elif key == self.monitor and key not in self._warned_missing and (not self.per_task or dm.stage.until_accuracy is not None):
                 self._warned_missing.add(key)
                 rank_zero_warn(f"DifficultyCurriculum: metric {key!r} is not logged (yet); log it or set monitor= to a logged key")
         return out
