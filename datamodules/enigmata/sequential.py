@@ -130,8 +130,9 @@ _TWIDDLE = TwiddleRules(3)
 class Twiddle(_BoardTask):
     """twiddle: 3x3 board, clockwise quarter turns of 2x2 blocks.
 
-    Every block turn is a 4-cycle (an odd permutation) and the turns generate all of S9, so every
-    board is solvable: this task has no unsolvable instances.
+    Every block turn is a 4-cycle (an odd permutation) and the turns generate all of S9 (group
+    order checked once with sympy's Schreier-Sims), so every board is solvable: this task has no
+    unsolvable instances.
     """
 
     name = "twiddle"
@@ -244,8 +245,8 @@ class NinePuzzle(_ShiftTask):
     """nine_puzzle: 3x3 row/column shifts.
 
     Each move is a 3-cycle, an even permutation, so boards that are an odd permutation of the goal
-    are unreachable (the moves generate exactly the alternating group A9); unsolvable instances
-    swap two numbers of a scrambled board.
+    are unreachable (the moves generate exactly the alternating group A9, order checked once with
+    sympy); unsolvable instances swap two numbers of a scrambled board.
     """
 
     name = "nine_puzzle"
@@ -266,8 +267,8 @@ class NinePuzzle(_ShiftTask):
 class SixteenPuzzle(_ShiftTask):
     """sixteen_puzzle: 4x4 row/column shifts.
 
-    Each move is a 4-cycle, an odd permutation, and the moves generate all of S16: every board is
-    solvable, so this task has no unsolvable instances (and no ``unsolvable_rate`` knob).
+    Each move is a 4-cycle, an odd permutation, and the moves generate all of S16 (checked once
+    with sympy): every board is solvable, so this task has no unsolvable instances (and no ``unsolvable_rate`` knob).
     """
 
     name = "sixteen_puzzle"
@@ -397,7 +398,7 @@ class StackPermutation(Task):
         if _is_no_solution(answer):
             return not metadata["solvable"]
         n = len(metadata["inputs"])
-        if not metadata["solvable"] or len(answer) > 8 * n + 64:
+        if not metadata["solvable"] or len(answer) > 12 * n + 64:
             return False
         operations = answer.replace(",", " ").lower().split()
         return run_operations(metadata["inputs"], operations) == metadata["target"]
@@ -420,6 +421,8 @@ class BigBenchSymbolic(Task):
     Generated from a composable family (sequential_lists) instead of a fixed pool. An instance is
     kept only if every composition of at most ``depth`` primitives consistent with the examples
     gives the same query output, so the answer is determined by the examples and the stated family.
+    Hard stays at depth 2 (fewer examples, longer lists): the exact check at depth 3 enumerates
+    ~90k compositions, about 100 ms per item, against about 3 ms at depth 2.
     """
 
     name = "big_bench_symbolic"

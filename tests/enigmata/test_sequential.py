@@ -354,3 +354,8 @@ def test_big_bench_answer_parsing():
     assert score("big_bench_symbolic", meta, "[4,0,7]")
     assert not score("big_bench_symbolic", meta, "[4, 0, 7, 7]")
     assert not score("big_bench_symbolic", meta, "[4, 0, 8]")
+
+
+def test_stack_permutation_long_gold_fits_the_length_bound():
+    puzzle = TASKS["stack_permutation"].generate(0, "medium", n=40, unsolvable_rate=0.0)
+    assert puzzle.score(puzzle.answer) == 1.0
