@@ -4,3 +4,4 @@ registers them (see base.py for the schema and grid_common.py for the shared ans
 from datamodules.enigmata import grid_sudoku  # noqa: F401
 from datamodules.enigmata import grid_binario, grid_campsite  # noqa: F401
 from datamodules.enigmata import grid_magic_square  # noqa: F401
+from datamodules.enigmata import grid_skyscraper  # noqa: F401
