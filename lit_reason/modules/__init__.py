@@ -1,5 +1,6 @@
 """The GRPO family of LightningModules (short names usable in YAML: ``model: GRPO``)."""
 
 from lit_reason.modules.grpo import GRPO
+from lit_reason.modules.hrpo import HRPO
 
-__all__ = ["GRPO"]
+__all__ = ["GRPO", "HRPO"]
