@@ -16,8 +16,8 @@ from lit_reason.problem import TextProblem
 TOY_TASKS = ("char_fill", "add")
 
 
-def _char_fill(rng: random.Random) -> TextProblem:
-    char = rng.choice("abcdefghij")
+def _char_fill(rng: random.Random, letters: str = "abcdefghij") -> TextProblem:
+    char = rng.choice(letters)
 
     def verify(completion: str) -> float:
         text = completion[:256]
@@ -36,9 +36,9 @@ def _add(rng: random.Random) -> TextProblem:
     return TextProblem(f"{a}+{b}=", format_answer(str(a + b)), verify, {"task": "add"})
 
 
-def make_toy_problem(task: str, seed: int, index: int) -> TextProblem:
+def make_toy_problem(task: str, seed: int, index: int, letters: str = "abcdefghij") -> TextProblem:
     rng = random.Random(f"toy/{task}/{seed}/{index}")
-    return {"char_fill": _char_fill, "add": _add}[task](rng)
+    return _char_fill(rng, letters) if task == "char_fill" else _add(rng)
 
 
 class ToyDataModule(ProblemDataModule):
@@ -46,19 +46,23 @@ class ToyDataModule(ProblemDataModule):
     task: ``char_fill`` or ``add``.
     train_size / val_size: items per split (validation uses a disjoint seed).
     seed: item i of seed s is the same everywhere.
+    letters: the letters ``char_fill`` asks for (one letter makes the easiest learning check).
     """
 
     def __init__(self, task: str = "char_fill", train_size: int = 512, val_size: int = 32, seed: int = 0,
-                 batch_size: int = 4, val_batch_size: int | None = None, num_workers: int = 0) -> None:
+                 batch_size: int = 4, val_batch_size: int | None = None, num_workers: int = 0,
+                 letters: str = "abcdefghij") -> None:
         super().__init__(batch_size, val_batch_size, num_workers)
         if task not in TOY_TASKS:
             raise ValueError(f"data.task={task!r}: choose one of {TOY_TASKS}")
-        self.task, self.train_size, self.val_size, self.seed = task, train_size, val_size, seed
+        if not letters:
+            raise ValueError("data.letters must name at least one letter")
+        self.task, self.train_size, self.val_size, self.seed, self.letters = task, train_size, val_size, seed, letters
 
     def train_dataset(self) -> ProblemDataset:
-        return ProblemDataset(lambda i: make_toy_problem(self.task, self.seed, i), self.train_size)
+        return ProblemDataset(lambda i: make_toy_problem(self.task, self.seed, i, self.letters), self.train_size)
 
     def val_dataset(self) -> ProblemDataset | None:
         if not self.val_size:
             return None
-        return ProblemDataset(lambda i: make_toy_problem(self.task, self.seed + 1_000_003, i), self.val_size)
+        return ProblemDataset(lambda i: make_toy_problem(self.task, self.seed + 1_000_003, i, self.letters), self.val_size)
