@@ -96,7 +96,7 @@ def _impossible_hamiltonian(rng: random.Random, n: int, density: float, cycle: b
 
 
 def hamiltonian_exists(n: int, edges, cycle: bool) -> bool:
-    """Exact test by bitmask dynamic programming over (visited set, end node); O(2^n * n).
+    """Exact test by bitmask dynamic programming over (visited set, end node); O(2^n * n^2).
 
     Used by the tests to confirm the unsolvable constructions on small graphs (n <= ~16).
     """
@@ -105,26 +105,22 @@ def hamiltonian_exists(n: int, edges, cycle: bool) -> bool:
         adjacency[u] |= 1 << v
         adjacency[v] |= 1 << u
     full = (1 << n) - 1
-    starts = [0] if cycle else range(n)
-    for start in starts:
-        # ends[mask] = bitmask of nodes at which a path from ``start`` covering ``mask`` can end
-        ends = {1 << start: 1 << start}
-        for _ in range(n - 1):
-            nxt: dict[int, int] = {}
-            for mask, end_bits in ends.items():
-                while end_bits:
-                    low = end_bits & -end_bits
-                    v = low.bit_length() - 1
-                    end_bits ^= low
-                    step = adjacency[v] & ~mask
-                    while step:
-                        w = step & -step
-                        step ^= w
-                        nxt[mask | w] = nxt.get(mask | w, 0) | w
-            ends = nxt
-        if full in ends and (not cycle or ends[full] & adjacency[start]):
-            return True
-    return False
+    # ends[mask] = bitmask of nodes where a simple path covering exactly ``mask`` can end; a cycle
+    # may start anywhere, so it is fixed to start at node 0, a path starts at every node at once.
+    ends = {1: 1} if cycle else {1 << v: 1 << v for v in range(n)}
+    for _ in range(n - 1):
+        nxt: dict[int, int] = {}
+        for mask, end_bits in ends.items():
+            while end_bits:
+                low = end_bits & -end_bits
+                end_bits ^= low
+                step = adjacency[low.bit_length() - 1] & ~mask
+                while step:
+                    w = step & -step
+                    step ^= w
+                    nxt[mask | w] = nxt.get(mask | w, 0) | w
+        ends = nxt
+    return full in ends and (not cycle or bool(ends[full] & adjacency[0]))
 
 
 def check_hamiltonian(sequence: list[int], n: int, edges: set, cycle: bool) -> bool:
@@ -203,7 +199,7 @@ class _Hamiltonian(Task):
         meta = puzzle.metadata
         n, edges = meta["n"], {tuple(e) for e in meta["edges"]}
         if not meta["solvable"]:
-            return [" ".join(map(str, range(n))), " ".join(map(str, rng.sample(range(n), n)))]
+            return [" ".join(map(str, range(n))), " ".join(map(str, rng.sample(range(n), n))), "0 1"]
         order = [int(t) for t in body.split()]
         non_edges = [p for p in _all_pairs(range(n)) if p not in edges]
         out = [
@@ -469,7 +465,7 @@ class Maze(Task):
         walls, n = meta["walls"], len(meta["walls"])
         if not meta["solvable"]:
             straight = [(1, c) for c in range(1, n + 1)] + [(r, n) for r in range(2, n + 1)]
-            return [" ".join(f"({r},{c})" for r, c in straight), "(1,1)"]
+            return [" ".join(f"({r},{c})" for r, c in straight), "(1,1)", f"(1,1) ({n},{n})"]
         path = parse_coordinates(extract_answer(puzzle.answer), 4 * n * n)
         fmt = lambda p: " ".join(f"({r},{c})" for r, c in p)  # noqa: E731
         out = [NO_SOLUTION, fmt(path[:-1]), fmt([*path, (n + 1, n)])]

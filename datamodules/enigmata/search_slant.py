@@ -122,7 +122,7 @@ class Slant(Task):
         n = len(clues) - 1
         lines = [row.replace(" ", "") for row in extract_answer(puzzle.answer).splitlines()]
         fmt = lambda rows: "\n".join(" ".join(row) for row in rows)  # noqa: E731
-        out = [fmt(lines[:-1]), fmt(lines).replace("/", "|")]
+        out = [fmt(lines[:-1]), fmt(lines).replace("/", "|").replace("\\", "|")]
         clued = [
             (r, c)
             for r in range(n)
