@@ -2,5 +2,6 @@
 
 from lit_reason.modules.grpo import GRPO
 from lit_reason.modules.hrpo import HRPO
+from lit_reason.modules.nthr import NTHR
 
-__all__ = ["GRPO", "HRPO"]
+__all__ = ["GRPO", "NTHR", "HRPO"]
