@@ -77,26 +77,34 @@ def round_e4m3(v: Tensor) -> Tensor:
 
 
 def _e2m1_step(a: Tensor) -> Tensor:
-    """Spacing of the E2M1 grid at magnitude a in [0, 6]: 0.5 below 2, 1 below 4, 2 up to 6."""
-    return torch.where(a < 2.0, 0.5, torch.where(a < 4.0, 1.0, 2.0))
+    """Spacing of the E2M1 grid at float32 magnitude a in [0, 6]: 0.5 below 2, 1 below 4, else 2.
+
+    Read from the exponent bits (biased exponent clamped to 127..129 i.e. 2**0..2**2, then
+    halved): four cheap integer ops instead of comparisons and selects."""
+    biased = (a.view(torch.int32) >> 23).clamp(127, 129)
+    return ((biased - 1) << 23).view(torch.float32)
+
+
+def round_e2m1_magnitude(a: Tensor, noise: Tensor | None = None) -> Tensor:
+    """Round magnitudes a >= 0 to the E2M1 grid {0, .5, 1, 1.5, 2, 3, 4, 6}, saturating at 6.
+
+    noise=None: nearest, ties to even (torch.round is round-half-to-even, and an even multiple
+    of the local step is exactly a grid point with a zero mantissa bit).
+    noise=U[0,1) of a's shape: stochastic; round up with probability equal to the fractional
+    distance to the lower neighbour, so E[result] = a for a <= 6 and only the two neighbouring
+    grid points can come out.
+    """
+    a = a.clamp(max=E2M1_MAX).contiguous()
+    step = _e2m1_step(a)
+    if noise is None:
+        return torch.round(a / step) * step
+    low = torch.floor(a / step)
+    return (low + ((a / step - low) > noise).to(a.dtype)) * step
 
 
 def round_e2m1(v: Tensor, noise: Tensor | None = None) -> Tensor:
-    """Round float32 v to the E2M1 grid, saturating at +-6; keeps signs (incl. -0).
-
-    noise=None: nearest, ties to even (exactly ml_dtypes' float4_e2m1fn cast on finite input).
-    noise=U[0,1) of v's shape: stochastic; round up with probability equal to the fractional
-    distance to the lower neighbour, so E[result] = v for |v| <= 6 and only the two neighbouring
-    grid points can come out.
-    """
-    a = v.abs().clamp(max=E2M1_MAX)
-    step = _e2m1_step(a)
-    if noise is None:
-        q = torch.round(a / step) * step  # torch.round is round-half-to-even
-    else:
-        low = torch.floor(a / step) * step
-        q = low + step * ((a - low) / step > noise).to(a.dtype)
-    return torch.copysign(q, v)
+    """Signed version of round_e2m1_magnitude (keeps signs, including -0)."""
+    return torch.copysign(round_e2m1_magnitude(v.abs(), noise), v)
 
 
 def _blocked(x: Tensor, block: int) -> Tensor:
@@ -109,19 +117,13 @@ def _blocked(x: Tensor, block: int) -> Tensor:
     return xf.reshape(*x.shape[:-1], (k + pad) // block, block)
 
 
-def _finite_abs(x: Tensor) -> Tensor:
-    a = x.abs()
-    return torch.where(torch.isfinite(a), a, torch.zeros_like(a))
-
-
-def nvfp4_scales(blocks: Tensor) -> tuple[Tensor, Tensor]:
-    """(decoded block scales [..., n, 1], per-tensor scale) following the NVFP4 recipe.
+def nvfp4_scales(amax_block: Tensor) -> tuple[Tensor, Tensor]:
+    """(decoded block scales [..., n, 1], per-tensor scale) from the block amaxes [..., n, 1].
 
     s_tensor = amax(tensor) / (6 * 448)          (float32; 1 when the tensor is all zero)
     s_block  = E4M3((amax(block) / 6) / s_tensor) (round to nearest even, saturating at 448)
     decoded  = s_block * s_tensor
     """
-    amax_block = _finite_abs(blocks).amax(dim=-1, keepdim=True)
     amax = amax_block.amax() if amax_block.numel() else amax_block.new_zeros(())
     s_tensor = amax / (E2M1_MAX * E4M3_MAX)
     s_tensor = torch.where(s_tensor > 0, s_tensor, torch.ones_like(s_tensor))
@@ -129,8 +131,8 @@ def nvfp4_scales(blocks: Tensor) -> tuple[Tensor, Tensor]:
     return s_block * s_tensor, s_tensor
 
 
-def mxfp4_scales(blocks: Tensor, mx_scale: str = "ocp") -> Tensor:
-    """Decoded E8M0 (power-of-two) block scales [..., n, 1].
+def mxfp4_scales(amax: Tensor, mx_scale: str = "ocp") -> Tensor:
+    """Decoded E8M0 (power-of-two) block scales [..., n, 1] from the block amaxes [..., n, 1].
 
     "ocp" (OCP MX v1.0): 2**(floor(log2(amax)) - 2); scaled magnitudes land in [4, 8) for the
         largest element, and the part above 6 saturates to 6.
@@ -138,7 +140,6 @@ def mxfp4_scales(blocks: Tensor, mx_scale: str = "ocp") -> Tensor:
         i.e. 1 / 2**floor(log2(6 / amax)); never saturates, uses the grid's top less often.
     Exponents are clamped to E8M0's [-127, 127]; all-zero blocks get scale 1.
     """
-    amax = _finite_abs(blocks).amax(dim=-1, keepdim=True)
     exp = _exponent(amax) - 2
     if mx_scale == "no_overflow":
         exp = exp + (amax / _pow2(exp.clamp(E8M0_MIN_EXP, E8M0_MAX_EXP)) > E2M1_MAX).to(exp.dtype)
@@ -151,20 +152,23 @@ def encode(
 ) -> FP4Blocks:
     """Encode x along its last dimension. noise: None (nearest) or U[0,1) shaped like the blocks."""
     blocks = _blocked(x, FORMATS[fmt])
+    mag = blocks.abs()
+    amax = torch.nan_to_num(mag, nan=0.0, posinf=0.0).amax(dim=-1, keepdim=True)
     if fmt == "nvfp4":
-        scales, s_tensor = nvfp4_scales(blocks)
+        scales, s_tensor = nvfp4_scales(amax)
     else:
-        scales, s_tensor = mxfp4_scales(blocks, mx_scale), blocks.new_ones(())
-    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
-    values = round_e2m1(blocks / safe, noise)
-    values = torch.where(scales > 0, values, values * 0.0)  # scale underflow: block flushes to 0
-    values = torch.where(torch.isfinite(blocks), values, blocks)
+        scales, s_tensor = mxfp4_scales(amax, mx_scale), blocks.new_ones(())
+    # a zero scale (NVFP4 block underflow) divides by inf: the block's finite values flush to 0
+    divisor = torch.where(scales > 0, scales, float("inf"))
+    values = torch.copysign(round_e2m1_magnitude(mag / divisor, noise), blocks)
+    values = torch.where(mag < float("inf"), values, blocks)  # inf/NaN pass through
     return FP4Blocks(values, scales, s_tensor)
 
 
 def decode(enc: FP4Blocks, shape: torch.Size, dtype: torch.dtype) -> Tensor:
     """values * block scales, unpadded back to ``shape`` and cast to ``dtype``."""
-    out = torch.where(torch.isfinite(enc.values), enc.values * enc.block_scales, enc.values)
+    # where the scale is 0 the finite values are already +-0; inf/NaN must not meet 0 * inf
+    out = torch.where(enc.block_scales > 0, enc.values * enc.block_scales, enc.values)
     out = out.reshape(*shape[:-1], -1)[..., : shape[-1]]
     return out.to(dtype)
 
