@@ -24,6 +24,7 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -429,8 +430,12 @@ class MathDataModule(ProblemDataModule):
             time_limit=self.time_limit,
         )
 
-    def synthetic_problem(self, index: int) -> MathProblem:
-        question, gold, metadata = synthetic_item(self.seed, index, self.difficulty)
+    def record_problem(self, slot: str, index: int) -> MathProblem:
+        return self.make_problem(self._records[slot][index], index)
+
+    def synthetic_problem(self, index: int, offset: int = 0) -> MathProblem:
+        """Synthetic item ``offset + index`` (validation items live at ``VAL_OFFSET + j``)."""
+        question, gold, metadata = synthetic_item(self.seed, offset + index, self.difficulty)
         prompt = build_prompt(question, self.system_text, self.prompt_format)
         return MathProblem(prompt=prompt, gold=gold, metadata=metadata, time_limit=self.time_limit)
 
@@ -440,12 +445,12 @@ class MathDataModule(ProblemDataModule):
             if slot == "train":
                 return ProblemDataset(self.synthetic_problem, self.num_train)
             size = self.num_val if self.max_val is None else min(self.num_val, int(self.max_val))
-            return ProblemDataset(lambda j: self.synthetic_problem(VAL_OFFSET + j), size) if size > 0 else None
+            return ProblemDataset(partial(self.synthetic_problem, offset=VAL_OFFSET), size) if size > 0 else None
         self.setup()
         records = self._records[slot]
         if not records:
             return None
-        return ProblemDataset(lambda i: self.make_problem(records[i], i), len(records))
+        return ProblemDataset(partial(self.record_problem, slot), len(records))
 
     def train_dataset(self) -> Dataset:
         return self._dataset("train")

@@ -328,3 +328,17 @@ def test_configs_build_the_datamodule(config):
     if dm.source == "synthetic":
         problem = dm.train_dataset()[0]
         assert problem.score(problem.answer) == 1.0
+
+
+def test_problems_and_datasets_pickle_after_scoring(tmp_path):
+    """DataLoader workers (spawn) pickle datasets; problems carry a cached parsed gold."""
+    import pickle
+
+    dm = MathDataModule(source="math", path=write_jsonl(tmp_path / "m.jsonl", MATH_ROWS))
+    dm.setup()
+    problem = dm.train_dataset()[0]
+    assert problem.score(problem.answer) == 1.0  # fills the parsed-gold cache
+    clone = pickle.loads(pickle.dumps(problem))
+    assert clone.score(clone.answer) == 1.0 and clone.gold == problem.gold
+    dataset = pickle.loads(pickle.dumps(dm.train_dataset()))
+    assert [dataset[i].gold for i in range(len(dataset))] == [dm.train_dataset()[i].gold for i in range(5)]
