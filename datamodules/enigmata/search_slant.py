@@ -3,7 +3,7 @@ no closed loop and every numbered grid point touches exactly that many diagonals
 
 Generation plants a solution: cells are visited in random order and given a random diagonal,
 switching to the other one when the first would close a loop (union-find over grid points;
-if both would, the attempt restarts). Clues are read off the solution at a share of the
+if both would, the attempt restarts - never observed in 3000 grids of size 1-12). Clues are read off the solution at a share of the
 points. Any valid grid is accepted.
 """
 
