@@ -293,6 +293,11 @@ class GRPO(L.LightningModule):
             metrics[f"rewards/{name}/errors"] = float(name in errors)
         return total.to(self.device), metrics
 
+    def compute_advantages(self, rewards: Tensor, old: dict[str, Tensor]) -> Tensor:
+        """``[B]`` advantages from the summed rewards. Intuitor overrides this to normalise each
+        reward source within its group before summing."""
+        return obj.group_advantages(rewards, self.hparams.num_generations, self.hparams.scale_rewards)
+
     def token_weights(self, rollout: Rollout, advantages: Tensor, old: dict[str, Tensor]) -> Tensor | None:
         """Per-token loss weights; None means 1 everywhere. NTHR overrides this."""
         return None
@@ -314,7 +319,7 @@ class GRPO(L.LightningModule):
         old = self.old_policy_pass(rollout, need_old=need_old, need_ref=self.ref_model is not None)
         rewards, reward_metrics = self.compute_rewards(problems, rollout, scores, old)
         # 3. advantage
-        advantages = obj.group_advantages(rewards, G, h.scale_rewards)
+        advantages = self.compute_advantages(rewards, old)
         mask = rollout.completion_mask.float()
         if h.mask_truncated_completions:
             mask = mask * (~rollout.truncated).float()[:, None]
