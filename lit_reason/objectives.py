@@ -94,23 +94,40 @@ def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
     return out.reshape(logits.shape[:-1])
 
 
+def _position_views(logits: Tensor) -> list[Tensor]:
+    """Views ``[n, V]`` that cover every position of ``logits [..., V]`` in order, never a copy.
+
+    ``reshape(-1, V)`` silently copies a time-sliced ``logits[:, :-1]`` (what the training forward
+    yields), i.e. a second full ``[B, T, V]`` tensor; falling back to one view per row avoids that.
+    """
+    try:
+        return [logits.view(-1, logits.shape[-1])]
+    except RuntimeError:
+        return [view for row in logits.unbind(0) for view in _position_views(row)]
+
+
 def self_certainty(logits: Tensor, mask: Tensor, temperature: float = 1.0, chunk_size: int = 1024) -> Tensor:
     """Intuitor's self-certainty per completion: mean over its tokens of ``KL(U || softmax(z / T))``.
 
     Position t's logits are the distribution that scored token t (the caller aligns them).
     ``KL(U || p) = logsumexp(z) - mean(z) - log V``: zero for uniform logits, growing as they sharpen.
-    Computed in float32 chunks of ``chunk_size`` positions (no second [B, T, V] float32 copy).
-    Returns ``[B]``; a completion with no unmasked token gets 0.
+    Computed in float32 chunks of ``chunk_size`` positions (no second [B, T, V] copy, even for a
+    non-contiguous slice). Returns ``[B]``; a completion with no unmasked token gets 0, and masked
+    positions never leak in (not even inf/NaN logits there).
     """
-    z = logits.reshape(-1, logits.shape[-1])
-    vocab = z.shape[-1]
-    per_token = torch.empty(z.shape[0], dtype=torch.float32, device=logits.device)
-    for s in _chunks(z.shape[0], chunk_size):
-        block = z[s].float() / temperature
-        per_token[s] = torch.logsumexp(block, dim=-1) - block.mean(-1) - math.log(vocab)
-    per_token = per_token.reshape(mask.shape)
-    m = mask.to(per_token.dtype)
-    return (per_token * m).sum(-1) / m.sum(-1).clamp_min(1)
+    if logits.shape[:-1] != mask.shape:
+        raise ValueError(f"self_certainty: logits {tuple(logits.shape)} do not match mask {tuple(mask.shape)} + (vocab,)")
+    vocab = logits.shape[-1]
+    per_token = torch.empty(mask.numel(), dtype=torch.float32, device=logits.device)
+    offset = 0
+    for z in _position_views(logits):
+        for s in _chunks(z.shape[0], chunk_size):
+            block = z[s].float() / temperature
+            per_token[offset + s.start : offset + s.stop] = torch.logsumexp(block, dim=-1) - block.mean(-1) - math.log(vocab)
+        offset += z.shape[0]
+    keep = mask.reshape(-1) != 0
+    per_token = torch.where(keep, per_token, torch.zeros_like(per_token)).reshape(mask.shape)
+    return per_token.sum(-1) / keep.reshape(mask.shape).sum(-1).clamp_min(1)
 
 
 # --------------------------------------------------------------------------- the loss
