@@ -51,7 +51,8 @@ class HybridRolloutEngine(RolloutEngine):
     Args:
         gate: the :class:`HybridGate` (read at every step, so it always has the current parameters).
         tau: temperature of the latent distribution ``p = softmax(logits / tau)``.
-        delimiter: text that ends the reasoning span (``####`` in the paper); None mixes the whole completion.
+        delimiter: text that ends the reasoning span (``####`` in the paper); ``""`` or None mixes the
+            whole completion.
     """
 
     def __init__(self, model, tokenizer, config: SamplingConfig, gate: HybridGate, tau: float = 0.5,

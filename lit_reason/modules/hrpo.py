@@ -33,7 +33,8 @@ class HRPO(GRPO):
     Args:
         tau: temperature of the latent distribution ``p = softmax(logits / tau)`` (paper: 0.5).
         delimiter: text that ends the reasoning span (``####`` in the paper; ``<answer>`` suits the
-            project's answer tags). None: the whole completion is the reasoning span.
+            project's answer tags). ``""``: the whole completion is the reasoning span. Quote it in
+            YAML (``delimiter: "####"``): unquoted, YAML reads ``####`` as a comment, i.e. null.
         gate_c: the constant c of ``a = exp(-c * softplus(Lambda) * r)`` (paper: 8).
         r_min, r_max: Lambda's init range for ``exp(-c * softplus(Lambda))`` (paper: 0.99 .. 0.999).
         gate_lr, lambda_lr: learning rates of the gate linears W_r, W_i and of Lambda (1e-4, 1e-3);
@@ -50,7 +51,7 @@ class HRPO(GRPO):
     def __init__(
         self,
         tau: float = 0.5,
-        delimiter: str | None = "####",
+        delimiter: str = "####",
         gate_c: float = 8.0,
         r_min: float = 0.99,
         r_max: float = 0.999,
@@ -85,6 +86,9 @@ class HRPO(GRPO):
                              "use model.micro_batch_size to save memory")
         if h.tau <= 0:
             raise ValueError(f"model.tau must be > 0 (latent temperature), got {h.tau}")
+        if h.delimiter is None:
+            raise ValueError('model.delimiter is null: YAML reads an unquoted #### (also on the command line) as a comment; '
+                             'write delimiter: "####" in the config file, or delimiter: "" to mix the whole completion')
         if h.max_delimiters < 1:
             raise ValueError(f"model.max_delimiters must be >= 1, got {h.max_delimiters}")
 
