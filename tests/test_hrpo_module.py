@@ -158,3 +158,15 @@ def test_paper_recipe_config_parses(capsys):
                  "lambda_lr: 0.001", "num_generations: 4", "beta: 0.005", "max_grad_norm: 0.1", "tau: 0.5",
                  "optimizer: adamw8bit", "source: gsm8k", "delimiter: '####'"):
         assert line in printed, line
+
+
+def test_lora_adapters_train_with_the_gate_when_peft_is_installed():
+    pytest.importorskip("peft")
+    module = tiny(lora_r=4, lora_alpha=8, delimiter="", r_min=0.5, r_max=0.6, max_new_tokens=8)
+    groups = module.optimizer_param_groups()
+    assert len(groups) == 3 and all("lora_" in n for n, p in module.policy.named_parameters() if p.requires_grad)
+    assert module.engine.model is module.policy and module.val_engine.model is module.policy
+    module.policy.eval()
+    rollout = module.generate([TextProblem("ab", "a", lambda c: 0.0)], generator=torch.Generator().manual_seed(0))
+    logps = obj.token_logps(module.policy_logits(module.policy, rollout)[0], rollout.completion_ids)
+    assert (logps - rollout.logprobs)[rollout.completion_mask.bool()].abs().max() < 1e-4
