@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lit_reason.precision import FP4Linear, FP4Precision, quantize
+from lit_reason.precision.formats import check_args
 
 
 def layer_noise(grad: torch.Tensor, fmt: str, rounding: str, generator: torch.Generator | None,
@@ -61,6 +62,7 @@ class QuantizationNoiseMonitor(L.Callback):
                  patience: int = 3, log_per_layer: bool = False, seed: int = 0) -> None:
         if every_n_steps < 1 or patience < 1:
             raise ValueError("QuantizationNoiseMonitor: every_n_steps and patience must be >= 1")
+        check_args(fmt, rounding, mx_scale)
         self.every_n_steps, self.rounding, self.fmt, self.mx_scale = every_n_steps, rounding, fmt, mx_scale
         self.threshold, self.switch_to_qaf, self.patience = threshold, switch_to_qaf, patience
         self.log_per_layer, self.seed = log_per_layer, seed

@@ -39,20 +39,24 @@ def find_block_list(module: nn.Module) -> tuple[str, nn.ModuleList] | None:
     return best
 
 
-def swap_linears(module: nn.Module, settings: FP4Settings, ignore: Iterable[str]) -> list[str]:
-    """Replace plain nn.Linear children in place; returns the swapped names.
+def name_matches(name: str, pattern: str) -> bool:
+    """True when ``pattern``'s dotted components appear as a contiguous run in ``name``'s, so
+    "lm_head" matches "lm_head" and "model.lm_head", "layers.0" matches "model.layers.0.mlp"
+    but not "model.layers.10"."""
+    return f".{pattern}." in f".{name}."
 
-    A layer is skipped when its qualified name equals an ``ignore`` entry or starts with the
-    entry followed by "."; subclasses of nn.Linear are left alone (they may own their forward).
+
+def swap_linears(module: nn.Module, settings: FP4Settings, ignore: Iterable[str]) -> list[str]:
+    """Replace plain nn.Linear submodules in place by FP4Linear; returns the swapped names.
+
+    A layer is skipped when its qualified name, or the name of one of its parents, matches an
+    ``ignore`` entry (``name_matches``); subclasses of nn.Linear are left alone (they may own
+    their forward).
     """
     ignore = tuple(ignore)
-
-    def ignored(name: str) -> bool:
-        return any(name == p or name.startswith(p + ".") for p in ignore)
-
     swapped = []
     for name, child in list(module.named_modules()):
-        if type(child) is not nn.Linear or ignored(name):
+        if type(child) is not nn.Linear or any(name_matches(name, p) for p in ignore):
             continue
         parent_name, _, attr = name.rpartition(".")
         parent = module.get_submodule(parent_name)
@@ -67,7 +71,9 @@ class FP4Precision(Precision):
     Args:
         fmt: "nvfp4" or "mxfp4". mx_scale: MXFP4 scale rule, "ocp" (default) or "no_overflow".
         dtype: compute dtype of everything else, via autocast ("bfloat16", "float16", "float32").
-        ignore_modules: name prefixes kept in high precision (default: the LM head "lm_head").
+        ignore_modules: module names kept in high precision, matched as whole dotted components
+            anywhere in the qualified name (default ["lm_head"], which also catches
+            "model.lm_head" inside a LightningModule).
         keep_first_blocks / keep_last_blocks: also keep the first/last k transformer blocks in
             high precision (the production NVFP4 recipe keeps about 15 % of linears).
         blocks: dotted path of the block ModuleList (default: the one with the most linears).
