@@ -6,3 +6,4 @@ from datamodules.enigmata import grid_binario, grid_campsite  # noqa: F401
 from datamodules.enigmata import grid_magic_square  # noqa: F401
 from datamodules.enigmata import grid_skyscraper  # noqa: F401
 from datamodules.enigmata import grid_star_battle  # noqa: F401
+from datamodules.enigmata import grid_crosswords  # noqa: F401
