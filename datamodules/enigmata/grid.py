@@ -7,3 +7,4 @@ from datamodules.enigmata import grid_magic_square  # noqa: F401
 from datamodules.enigmata import grid_skyscraper  # noqa: F401
 from datamodules.enigmata import grid_star_battle  # noqa: F401
 from datamodules.enigmata import grid_crosswords  # noqa: F401
+from datamodules.enigmata import grid_symbolic  # noqa: F401
