@@ -234,3 +234,18 @@ def test_dispatch_compiles_only_for_cuda(monkeypatch):
     assert kernels.fake_quantize_fn(torch.device("cuda")) is sentinel
     monkeypatch.setenv("LIT_REASON_FP4_COMPILE", "0")
     assert kernels.fake_quantize_fn(torch.device("cuda")) is formats.fake_quantize
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4"])
+def test_nearest_matches_torchao_reference_quantizers(fmt):
+    """torchao's MXTensor (FLOOR scale = OCP) and NVFP4Tensor are independent implementations."""
+    pytest.importorskip("torchao")
+    from torchao.prototype.mx_formats.mx_tensor import MXTensor
+    from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor, per_tensor_amax_to_scale
+
+    x = torch.randn(64, 256, generator=torch.Generator().manual_seed(8)) * torch.logspace(-2, 2, 64).reshape(64, 1)
+    if fmt == "mxfp4":
+        ref = MXTensor.to_mx(x, torch.float4_e2m1fn_x2, block_size=32).dequantize(torch.float32)
+    else:
+        ref = NVFP4Tensor.to_nvfp4(x, per_tensor_scale=per_tensor_amax_to_scale(x.abs().max())).dequantize(torch.float32)
+    assert torch.equal(quantize(x, fmt), ref)
