@@ -7,13 +7,16 @@
    wrong): RL from a random init never sees a correct completion on this task.
 2. For each seed, GRPO and NTHR (eta adaptive, and eta 0 as in the paper's LLD analysis) run the
    same steps from that warm start, with the same sampling seed.
-3. The LLD monitor measures, on 16 fixed probes (the first training prompts with their gold
-   completions), the change in log-likelihood across every training step.
+3. Training uses 16 problems only, and they are the LLD monitor's probes (with their gold
+   completions, which is what a correct sampled completion looks like on this task), so the
+   monitor measures the paper's quantity: the change in log-likelihood of the correct responses
+   of the questions being trained on, across every training step. Seeds change the sampling and
+   the data order.
 
 Printed (and with ``--write-docs`` written into docs/nthr.md): mean over steps of lld/mean_delta
 and lld/share_displaced, NTHR's share of down-weighted negative tokens, the training accuracy of
-the sampled completions (last 10 steps) and greedy accuracy on 200 held-out-seed problems (the task
-has only 100 distinct sums, so "held out" is by seed, not by content). CPU, a few minutes.
+the sampled completions (last 10 steps) and greedy accuracy on 200 problems of another seed (the
+task has only 100 distinct sums, so this is not a held-out set). CPU, a few minutes.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def run(name: str, warm: dict, seed: int, steps: int, lr: float, probes: list) -
     monitor, trace = LLDMonitor(probes=probes, epsilon=0.0), Trace()
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor, trace])
-    trainer.fit(module, ToyDataModule(task="add", batch_size=8, val_size=0, seed=seed))
+    # train on the probe problems themselves: LLD is about the questions being trained on
+    trainer.fit(module, ToyDataModule(task="add", train_size=len(probes), batch_size=8, val_size=0, seed=0))
     return {
         "mean_delta": statistics.fmean(h["lld/mean_delta"] for h in monitor.history),
         "share_displaced": statistics.fmean(h["lld/share_displaced"] for h in monitor.history),
@@ -113,11 +117,12 @@ def table(rows: dict[str, list[dict]], start_acc: float, seeds: list[int], steps
         vals = [v for v in values if v == v]
         if not vals:
             return "-"
-        return (fmt.format(statistics.fmean(vals)) + (" ± " + fmt.format(statistics.stdev(vals)) if len(vals) > 1 else ""))
+        spread = " ± " + fmt.replace("+", "").format(statistics.stdev(vals)) if len(vals) > 1 else ""
+        return fmt.format(statistics.fmean(vals)) + spread
 
     lines = [
         f"tiny preset, add task, warm start = {sft_steps} supervised steps (greedy accuracy {start_acc:.3f}); "
-        f"{steps} RL steps x 8 prompts x G=8, lr {lr:g}, seeds {seeds}; mean ± std over seeds.",
+        f"{steps} RL steps x 8 prompts x G=8 on the 16 probe problems, lr {lr:g}, seeds {seeds}; mean ± std over seeds.",
         "",
         "| method | LLD mean delta (nats/probe/step) | share of probes displaced | negative tokens down-weighted "
         "| train accuracy (last 10 steps) | greedy accuracy |",
