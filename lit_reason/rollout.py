@@ -161,6 +161,17 @@ class RolloutEngine:
         tail = self.tokenizer.decode(ids[-(self._stop_window + 8):], skip_special_tokens=False)
         return any(s in tail for s in self.config.stop_strings)
 
+    @property
+    def compacts(self) -> bool:
+        """Finished rows leave the model batch (and KV cache) as soon as they end, so long tails of
+        a few unfinished completions cost a few rows, not the whole batch. Engines that keep
+        per-row decoding state (HRPO) override ``next_inputs_embeds`` and opt in only by setting
+        ``compact_finished_rows = True`` and reading ``state["active"]`` (rows still decoding)."""
+        plain = type(self).next_inputs_embeds is RolloutEngine.next_inputs_embeds
+        return self.compact_finished_rows if not plain else self.compact_finished_rows is not False
+
+    compact_finished_rows: bool | None = None  # None: compact only with the plain embedding step
+
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None = None) -> Rollout:
         """Sample one completion per row of ``prompt_ids`` (repeat rows G times for groups)."""
@@ -168,7 +179,9 @@ class RolloutEngine:
         cfg, model = self.config, self.model
         batch, device = prompt_ids.shape[0], prompt_ids.device
         eos = torch.tensor(self.eos_ids, device=device)
-        state: dict = {}
+        compact = self.compacts
+        active = torch.arange(batch, device=device)  # rows (of the full batch) still in the model batch
+        state: dict = {"active": active}
         self.begin(batch, state)
 
         attention = prompt_mask.long()
@@ -184,20 +197,29 @@ class RolloutEngine:
         steps = 0
         for step in range(cfg.max_new_tokens):
             tokens, logp = self._sample(logits, generator)
-            tokens = torch.where(done, torch.full_like(tokens, self.pad_id), tokens)
-            tokens_out[:, step], logps_out[:, step] = tokens, torch.where(done, 0.0, logp)
-            mask_out[:, step] = (~done).long()
-            finished_now = torch.isin(tokens, eos) & ~done
+            running = ~done[active]  # without compaction, finished rows ride along as padding
+            tokens = torch.where(running, tokens, torch.full_like(tokens, self.pad_id))
+            tokens_out[active, step] = tokens
+            logps_out[active, step] = torch.where(running, logp, torch.zeros_like(logp))
+            mask_out[active, step] = running.long()
+            finished = torch.isin(tokens, eos) & running
             if self._stop_window:
-                for row in (~done & ~finished_now).nonzero().flatten().tolist():
+                for i in (running & ~finished).nonzero().flatten().tolist():
+                    row = int(active[i])
                     if self._hit_stop_string(tokens_out[row, : step + 1].tolist()):
-                        finished_now[row] = True
-            done = done | finished_now
+                        finished[i] = True
+            done[active[finished]] = True
             steps = step + 1
             if bool(done.all()) or step + 1 == cfg.max_new_tokens:
                 break
+            if compact and bool(finished.any()):
+                keep = (~finished).nonzero().flatten()
+                cache.batch_select_indices(keep)
+                active, tokens, logits = active[keep], tokens[keep], logits[keep]
+                attention, next_pos = attention[keep], next_pos[keep]
+                state["active"] = active
             embeds = self.next_inputs_embeds(tokens, logits, step, state)
-            attention = torch.cat([attention, torch.ones(batch, 1, dtype=attention.dtype, device=device)], dim=-1)
+            attention = torch.cat([attention, torch.ones(len(active), 1, dtype=attention.dtype, device=device)], dim=-1)
             out = model(inputs_embeds=embeds, attention_mask=attention, position_ids=next_pos,
                         past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]

@@ -9,8 +9,19 @@ from lit_reason.rollout import RolloutEngine, SamplingConfig, filter_logits, pos
 from lit_reason.tokenizer import build_char_tokenizer
 
 
+class ScriptedCache:
+    """Stands in for a KV cache: the decoding step and which original rows are still batched."""
+
+    def __init__(self, rows: list[int]) -> None:
+        self.step, self.rows = 0, rows
+
+    def batch_select_indices(self, keep: torch.Tensor) -> None:
+        self.rows = [self.rows[i] for i in keep.tolist()]
+
+
 class ScriptedLM(torch.nn.Module):
-    """A fake causal LM that emits ``script[row][step]`` (greedy), to test bookkeeping exactly."""
+    """A fake causal LM that emits ``script[row][step]`` (greedy), to test bookkeeping exactly,
+    including the engine dropping finished rows from the batch and cache."""
 
     def __init__(self, scripts: list[list[int]], vocab: int) -> None:
         super().__init__()
@@ -22,13 +33,18 @@ class ScriptedLM(torch.nn.Module):
         return self.embed
 
     def forward(self, input_ids=None, inputs_embeds=None, past_key_values=None, **kwargs):
-        step = 0 if past_key_values is None else past_key_values + 1
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        if past_key_values is None:
+            cache = ScriptedCache(list(range(batch)))
+        else:
+            cache = past_key_values
+            cache.step += 1
+        assert len(cache.rows) == batch
         logits = torch.zeros(batch, 1, self.vocab)
-        for row in range(batch):
+        for i, row in enumerate(cache.rows):
             script = self.scripts[row]
-            logits[row, 0, script[min(step, len(script) - 1)]] = 10.0
-        return SimpleNamespace(logits=logits, past_key_values=step)
+            logits[i, 0, script[min(cache.step, len(script) - 1)]] = 10.0
+        return SimpleNamespace(logits=logits, past_key_values=cache)
 
 
 @pytest.fixture
@@ -56,6 +72,15 @@ def test_mask_includes_first_eos_and_pads_after(tok):
     assert r.completion_ids[0, 3:].tolist() == [tok.pad_token_id] * 2  # nothing sampled after EOS
     assert r.truncated.tolist() == [False, True]
     assert r.texts == ["ab", "aaaaa"]
+
+
+def test_finished_rows_leave_the_batch_without_disturbing_the_others(tok):
+    eos = tok.eos_token_id
+    a, b, c = ids_of(tok, "abc")
+    r = run_scripted(tok, [[a, eos], [b, b, b, b, eos], [c, eos], [a, b, c, a, b, c]], max_new_tokens=6)
+    assert r.texts == ["a", "bbbb", "c", "abcabc"]
+    assert r.completion_mask.sum(-1).tolist() == [2, 5, 2, 6]
+    assert r.truncated.tolist() == [False, False, False, True]
 
 
 def test_stops_early_when_all_rows_finish(tok):
