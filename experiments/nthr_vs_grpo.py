@@ -5,8 +5,9 @@
 1. Warm start (shared by every run): the ``tiny`` preset, supervised for a few steps on the gold
    answers of ``ToyDataModule(task="add")`` so that sampled groups are mixed (some right, some
    wrong): RL from a random init never sees a correct completion on this task.
-2. For each seed, GRPO and NTHR (eta adaptive, and eta 0 as in the paper's LLD analysis) run the
-   same steps from that warm start, with the same sampling seed.
+2. For each seed, GRPO and NTHR (beta_nthr 1 with eta adaptive, and with eta 0 as in the paper's
+   LLD analysis; plus beta_nthr 0, eta 0, a much larger selection) run the same steps from that
+   warm start, with the same sampling seed.
 3. Training uses 16 problems only, and they are the LLD monitor's probes (with their gold
    completions, which is what a correct sampled completion looks like on this task), so the
    monitor measures the paper's quantity: the change in log-likelihood of the correct responses
