@@ -17,6 +17,8 @@ import string
 from datamodules.enigmata.base import Puzzle, Task, register
 
 ALPHABET = string.ascii_uppercase
+#: KPA rail-fence key search bound (more rails than letters is the identity for both texts).
+MAX_RAILS_SEARCHED = 200
 #: Answers longer than this are rejected before any processing (plaintexts are < 100 letters).
 MAX_PLAINTEXT_CHARS = 1024
 
@@ -387,8 +389,9 @@ def consistent_keys(cipher: str, plain: str, cipher_text: str, key_length: int |
     if cipher == "affine":
         return [[a, b] for a in AFFINE_MULTIPLIERS for b in range(26) if encrypt(cipher, plain, [a, b]) == cipher_text]
     if cipher == "rail_fence":
-        n = len(letters_only(plain))
-        return [r for r in range(2, max(3, n)) if encrypt(cipher, plain, r) == cipher_text]
+        # rails beyond the text length all act as the identity; searching past the longest text
+        # any preset uses keeps the search exhaustive for the second ciphertext too
+        return [r for r in range(2, MAX_RAILS_SEARCHED + 1) if encrypt(cipher, plain, r) == cipher_text]
     p, c = letters_only(plain), letters_only(cipher_text)
     if cipher in ("vigenere", "autokey"):
         if len(p) < key_length:
