@@ -624,7 +624,7 @@ class ZebraLogic(Task):
             f"once):\n{value_lines}\n\n"
             f"Clues (\"next to\" means in an adjacent house; \"left of\" means a smaller house number):\n{clue_lines}\n\n"
             f"Find the full assignment. Answer with one line per house, in the form "
-            f"\"house number: {header}\", for example \"1: {', '.join(ZEBRA_CATEGORIES[cat][0][0] for cat in categories)}\"."
+            f"\"house number: {header}\", for example \"1: {', '.join(f'<{cat}>' for cat in categories)}\"."
         )
         metadata = {"houses": n, "categories": categories, "clues": clues}
         return question, format_zebra(where, categories, n), metadata
