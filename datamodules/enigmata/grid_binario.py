@@ -41,12 +41,14 @@ def is_valid_binario(grid: list[list[int]], unique_lines: bool) -> bool:
     return True
 
 
-def random_solution(rng: random.Random, n: int, unique_lines: bool) -> list[list[int]]:
+def random_solution(rng: random.Random, n: int, unique_lines: bool, max_steps: int = 300) -> list[list[int]]:
     """A random valid grid: depth-first over legal rows in random order, pruning columns that
-    overflow a digit or get three equal in a row."""
+    overflow a digit or get three equal in a row. The search is heavy-tailed (10x10 runs take
+    from 10 ms to seconds), so a run is cut after ``max_steps`` rows tried and restarted."""
     candidates = list(legal_rows(n))
     half = n // 2
     rows: list[tuple[int, ...]] = []
+    steps = [0]
 
     def column_ok(col: int) -> bool:
         values = [row[col] for row in rows]
@@ -66,15 +68,21 @@ def random_solution(rng: random.Random, n: int, unique_lines: bool) -> list[list
         for row in order:
             if unique_lines and row in rows:
                 continue
+            steps[0] += 1
+            if steps[0] > max_steps:
+                return False
             rows.append(row)
             if all(column_ok(c) for c in range(n)) and extend():
                 return True
             rows.pop()
         return False
 
-    if not extend():  # impossible for even n >= 2; guards against misuse
-        raise ValueError(f"binario: no valid {n}x{n} grid; use an even size >= 4")
-    return [list(row) for row in rows]
+    for _restart in range(200):
+        rows.clear()
+        steps[0] = 0
+        if extend():
+            return [list(row) for row in rows]
+    raise RuntimeError(f"binario: no {n}x{n} grid found; use an even size from 4 to 12")
 
 
 @register

@@ -187,7 +187,7 @@ class FullCrosswords(Task):
     def verify(self, answer: str, metadata: dict) -> bool:
         shape = metadata["shape"]
         height, width = len(shape), len(shape[0])
-        if not isinstance(answer, str):
+        if not isinstance(answer, str) or len(answer) > 4 * height * width + 64:
             return False
         grid = parse_grid(answer.lower(), height, width, tuple(LETTERS) + (BLOCK,), max_token_len=1)
         if grid is None:
