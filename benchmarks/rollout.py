@@ -6,7 +6,7 @@ see the same machine load; the figure that matters is the ratio.
 
 Two regimes: a random-init model rarely emits EOS, so every row runs to the limit (no length
 spread); ``--eos-bias`` adds a constant to the EOS logit of the same model for both engines, so
-completion lengths spread out as in real RL (geometric, mean ~ max/4), where the engine's dropping
+completion lengths spread out as in real RL (the table prints the mean length), where the engine's dropping
 of finished rows pays.
 
     python benchmarks/rollout.py [--presets tiny small] [--prompts 8] [--group 8] [--new 64] [--repeats 3]
