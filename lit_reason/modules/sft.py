@@ -1,0 +1,191 @@
+"""SFT: supervised warm-up on the gold completions every problem carries (``problem.answer``).
+
+A warm-up before RL needs the prompts to look EXACTLY like the RL prompts, and its accuracy must
+be measured exactly like RL's. So this module is a :class:`GRPO` subclass that replaces only the
+training step: prompt formatting and truncation (:meth:`GRPO.prompt_text`), policy loading, the
+optimizer and schedule, and validation / test (greedy generation scored by ``problem.score``) are
+GRPO's own code. Only SFT's arguments are saved as hyperparameters.
+
+One step: ``prompt tokens + answer tokens + EOS``, cross-entropy on the answer and EOS tokens
+only (token mean over the batch). With ``export_dir`` the policy and tokenizer are written with
+``save_pretrained`` at the end of ``fit``; ``GRPO(model=<export_dir>)`` then starts from them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch import Tensor
+
+from lit_reason.modules.grpo import GRPO
+from lit_reason.rollout import positions_from_mask
+
+#: Label value ignored by the loss (prompt and padding positions).
+IGNORE = -100
+
+
+def pack_example(prompt_ids: list[int], answer_ids: list[int], max_length: int) -> tuple[list[int], int]:
+    """``(ids, n_prompt)``: prompt then answer, cut to ``max_length`` tokens.
+
+    The answer is what is learnt, so the prompt is cut from the LEFT first (as GRPO cuts long
+    prompts); only an answer longer than ``max_length`` itself loses its tail.
+    """
+    answer = answer_ids[:max_length]
+    room = max_length - len(answer)
+    prompt = prompt_ids[len(prompt_ids) - room:] if room > 0 else []
+    return prompt + answer, len(prompt)
+
+
+def completion_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mean cross-entropy, token count)`` of next-token prediction on positions whose label
+    is not :data:`IGNORE`. ``logits[:, t]`` predicts ``labels[:, t + 1]``."""
+    targets = labels[:, 1:]
+    scored = targets != IGNORE
+    count = scored.sum()
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)
+    loss = -(picked * scored).sum() / count.clamp_min(1)
+    return loss, count
+
+
+class SFT(GRPO):
+    """Supervised fine-tuning on ``prompt + problem.answer + EOS`` (loss on the answer only).
+
+    Args:
+        model: preset name (``tiny`` ...), local path or hub name of a causal LM.
+        dtype, gradient_checkpointing: as in GRPO.
+        prompt_format: ``auto`` | ``chat`` | ``plain``: use the same value as the RL config.
+        max_prompt_length, long_prompt: as in GRPO (prompts are cut from the left).
+        max_length: cap on prompt + answer tokens of one training example.
+        lr, weight_decay, optimizer, warmup_steps, warmup_ratio, lr_schedule, max_grad_norm: as GRPO.
+        val_max_new_tokens: generation length of the greedy validation / test (GRPO's evaluation).
+        val_temperature, val_num_samples: evaluation sampling (greedy, one sample by default).
+        export_dir: where ``save_pretrained`` writes the policy and tokenizer after ``fit``
+            (None: no export). Load it with ``model: <export_dir>`` in a GRPO config.
+        seed: base seed of evaluation sampling (only used when ``val_temperature > 0``).
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        dtype: str = "float32",
+        gradient_checkpointing: bool = False,
+        prompt_format: str = "auto",
+        max_prompt_length: int = 512,
+        long_prompt: str = "truncate",
+        max_length: int = 1024,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: str = "adamw",
+        warmup_steps: int = 0,
+        warmup_ratio: float = 0.0,
+        lr_schedule: str = "constant",
+        max_grad_norm: float = 1.0,
+        val_max_new_tokens: int = 64,
+        val_temperature: float = 0.0,
+        val_num_samples: int = 1,
+        export_dir: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if max_length < 2:
+            raise ValueError(f"model.max_length must be >= 2 (prompt + answer tokens), got {max_length}")
+        super().__init__(
+            model=model, dtype=dtype, gradient_checkpointing=gradient_checkpointing, prompt_format=prompt_format,
+            max_prompt_length=max_prompt_length, long_prompt=long_prompt, max_new_tokens=val_max_new_tokens,
+            lr=lr, weight_decay=weight_decay, optimizer=optimizer, warmup_steps=warmup_steps,
+            warmup_ratio=warmup_ratio, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
+            val_temperature=val_temperature, val_num_samples=val_num_samples, val_max_new_tokens=val_max_new_tokens,
+            seed=seed,
+        )
+        # Keep only SFT's own arguments (GRPO saved its RL knobs too); GRPO's evaluation and
+        # prompt code read hparams that SFT also has under the same names.
+        del self._hparams  # save_hyperparameters() merges into the existing dict: start empty
+        self.save_hyperparameters()
+
+    def on_fit_start(self) -> None:
+        """GRPO checks its rollout batch divisibility here; SFT has no rollout."""
+
+    # ------------------------------------------------------------------ data -> tensors
+    def answer_text(self, problem: Any) -> str:
+        answer = getattr(problem, "answer", None)
+        if not isinstance(answer, str) or not answer:
+            raise ValueError(
+                f"SFT needs problems with a gold completion in .answer (got {type(problem).__name__} without one): "
+                "use a DataModule whose problems carry answers (Enigmata, math synthetic, toy)"
+            )
+        return answer
+
+    def encode_examples(self, problems: Sequence[Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """Left-padded ``(ids, attention mask, labels)``: prompt tokens exactly as GRPO encodes
+        them for a rollout, then the answer tokens and EOS; labels mask all but the answer."""
+        h, tok = self.hparams, self.tokenizer
+        rows: list[tuple[list[int], int]] = []
+        for problem in problems:
+            text, templated = self.prompt_text(problem.prompt)
+            prompt_ids = tok(text, add_special_tokens=not templated)["input_ids"]
+            if len(prompt_ids) > h.max_prompt_length:
+                if h.long_prompt == "error":
+                    raise ValueError(f"a prompt has {len(prompt_ids)} tokens > model.max_prompt_length={h.max_prompt_length}: "
+                                     "raise the limit or set model.long_prompt=truncate")
+                self._warn_once("long_prompt", f"prompts longer than max_prompt_length={h.max_prompt_length} tokens are cut from the left")
+                prompt_ids = prompt_ids[-h.max_prompt_length:]
+            answer_ids = tok(self.answer_text(problem), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            rows.append(pack_example(prompt_ids, answer_ids, h.max_length))
+        width = max(len(ids) for ids, _ in rows)
+        pad = tok.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        for i, (row, n_prompt) in enumerate(rows):
+            start = width - len(row)
+            ids[i, start:] = torch.tensor(row)
+            mask[i, start:] = 1
+            labels[i, start + n_prompt:] = torch.tensor(row[n_prompt:])
+        return ids.to(self.device), mask.to(self.device), labels.to(self.device)
+
+    def supervised_loss(self, problems: Sequence[Any]) -> tuple[Tensor, Tensor]:
+        """``(loss, answer-token count)`` of one batch of problems."""
+        ids, mask, labels = self.encode_examples(problems)
+        out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
+        return completion_loss(out.logits, labels)
+
+    # ------------------------------------------------------------------ the step
+    def training_step(self, batch: list[Any], batch_idx: int) -> dict[str, Any]:
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        opt.zero_grad()
+        loss, count = self.supervised_loss(batch)
+        self.manual_backward(loss)
+        grad_norm = self._grad_norm()
+        if self.hparams.max_grad_norm and self.hparams.max_grad_norm > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        if sched is not None:
+            sched.step()
+        self.total_tokens += int(count)
+        bs = len(batch)
+        self.log("loss", float(loss.detach()), prog_bar=True, batch_size=bs)
+        self.log_dict({"grad_norm": grad_norm, "num_tokens": float(self.total_tokens),
+                       "lr": float(opt.param_groups[0]["lr"])}, batch_size=bs)
+        return {"loss": loss.detach(), "problems": list(batch)}
+
+    # ------------------------------------------------------------------ export
+    def export(self, directory: str) -> str:
+        """Write the policy and its tokenizer with ``save_pretrained`` (loadable by ``load_policy``)."""
+        os.makedirs(directory, exist_ok=True)
+        self.policy.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        return directory
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir:
+            self._export_rank_zero(self.hparams.export_dir)
+            if self.trainer.world_size > 1:
+                self.trainer.strategy.barrier("sft_export")
+
+    @rank_zero_only
+    def _export_rank_zero(self, directory: str) -> None:
+        self.export(directory)
+        rank_zero_info(f"SFT: policy and tokenizer exported to {directory} (use model: {directory})")
