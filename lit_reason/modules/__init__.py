@@ -3,5 +3,6 @@
 from lit_reason.modules.grpo import GRPO
 from lit_reason.modules.hrpo import HRPO
 from lit_reason.modules.nthr import NTHR
+from lit_reason.modules.sft import SFT
 
-__all__ = ["GRPO", "NTHR", "HRPO"]
+__all__ = ["GRPO", "NTHR", "HRPO", "SFT"]
