@@ -32,17 +32,20 @@ class DelimiterTracker:
         self.history: list[list[int]] = [[] for _ in range(batch_size)]
         self.reasoning = torch.ones(batch_size, dtype=torch.bool, device=device)
 
-    def update(self, tokens: Tensor) -> Tensor:
-        """Append ``tokens`` ``[B]``; returns the rows still in the reasoning span after them."""
-        if self.delimiter is None:
-            return self.reasoning
-        for row in self.reasoning.nonzero().flatten().tolist():
-            ids = self.history[row]
-            ids.append(int(tokens[row]))
-            tail = self.tokenizer.decode(ids[-self.window:], skip_special_tokens=False)
-            if self.delimiter in tail:
-                self.reasoning[row] = False
-        return self.reasoning
+    def update(self, tokens: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Append ``tokens`` (one per entry of ``rows``, default: every row); returns whether each of
+        those rows is still in the reasoning span after its token."""
+        rows = torch.arange(len(self.history), device=tokens.device) if rows is None else rows
+        if self.delimiter is not None:
+            for i, row in enumerate(rows.tolist()):
+                if not self.reasoning[row]:
+                    continue
+                ids = self.history[row]
+                ids.append(int(tokens[i]))
+                tail = self.tokenizer.decode(ids[-self.window:], skip_special_tokens=False)
+                if self.delimiter in tail:
+                    self.reasoning[row] = False
+        return self.reasoning[rows]
 
 
 class HybridRolloutEngine(RolloutEngine):
@@ -62,29 +65,37 @@ class HybridRolloutEngine(RolloutEngine):
             raise ValueError(f"model.tau must be > 0 (latent temperature), got {tau}")
         self.gate, self.tau, self.delimiter = gate, float(tau), delimiter
 
+    #: finished rows leave the batch (the spine's compaction); per-row state is indexed by ``state["active"]``
+    compact_finished_rows = True
+
     def begin(self, batch_size: int, state: dict) -> None:
         device = self.model.get_input_embeddings().weight.device
         state["tracker"] = DelimiterTracker(self.tokenizer, self.delimiter, batch_size, device)
+        state["batch_size"] = batch_size
         for key in (LATENTS, MIX, GATE, SHARE):
             state[key] = []
 
     def next_inputs_embeds(self, tokens: Tensor, logits: Tensor, step: int, state: dict) -> Tensor:
         table = self.model.get_input_embeddings()
-        mix = state["tracker"].update(tokens).clone()
-        e = table(tokens)  # [B, H]
+        rows = state.get("active")  # full-batch index of each row still decoding
+        if rows is None:
+            rows = torch.arange(tokens.shape[0], device=tokens.device)
+        mix = state["tracker"].update(tokens, rows)
+        e = table(tokens)  # [b, H]
         # stored in the embedding dtype and mixed from that stored copy, so training rebuilds it exactly
         h = latent_from_logits(logits, table.weight, self.tau).to(e.dtype)
         inputs, a = self.gate(e, h, mix)
         share = torch.sqrt((1.0 - a.double() ** 2).clamp_min(0.0)).float()
-        state[LATENTS].append(h)
-        state[MIX].append(mix)
-        state[GATE].append(a.mean(-1))
-        state[SHARE].append(share.mean(-1))
+        batch = state["batch_size"]
+        for key, value, fill in ((LATENTS, h, 0.0), (MIX, mix, False), (GATE, a.mean(-1), 1.0), (SHARE, share.mean(-1), 0.0)):
+            full = torch.full((batch, *value.shape[1:]), fill, dtype=value.dtype, device=value.device)
+            full[rows] = value
+            state[key].append(full)
         return inputs[:, None]
 
     def finish(self, rollout: Rollout, state: dict) -> None:
-        """Stack the per-step state into ``[B, T, ...]`` extras; the last position (never fed) and
-        positions past the end of a completion are unmixed."""
+        """Stack the per-step state into ``[B, T, ...]`` extras. A completion's last token is never fed
+        back (the row leaves the batch, or decoding stops), so it and the padding after it are unmixed."""
         batch, steps = rollout.completion_ids.shape
         hidden = self.model.get_input_embeddings().weight.shape[1]
         device = rollout.completion_ids.device

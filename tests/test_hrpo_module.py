@@ -170,3 +170,28 @@ def test_lora_adapters_train_with_the_gate_when_peft_is_installed():
     rollout = module.generate([TextProblem("ab", "a", lambda c: 0.0)], generator=torch.Generator().manual_seed(0))
     logps = obj.token_logps(module.policy_logits(module.policy, rollout)[0], rollout.completion_ids)
     assert (logps - rollout.logprobs)[rollout.completion_mask.bool()].abs().max() < 1e-4
+
+
+def _train(module, steps):
+    rewards = RewardLog()
+    L.seed_everything(0)  # same data order for both runs
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[rewards])
+    trainer.fit(module, ToyDataModule(task="char_fill", batch_size=2, val_size=0))
+    return torch.stack(rewards.rewards)
+
+
+def test_with_the_gate_shut_hrpo_trains_exactly_like_grpo():
+    common = dict(model="tiny", num_generations=4, max_new_tokens=12, prompt_format="plain", lr=3e-3, beta=0.005, seed=0)
+    L.seed_everything(0)
+    grpo = GRPO(**common)
+    L.seed_everything(0)
+    hrpo = HRPO(**common, delimiter="", gate_lr=0.0, lambda_lr=0.0)
+    with torch.no_grad():
+        hrpo.gate.Lambda.fill_(-100.0)  # softplus ~ 4e-44: a == 1 in float32, every input is its token embedding
+    initial = {k: v.clone() for k, v in grpo.policy.state_dict().items()}
+    grpo_rewards, hrpo_rewards = _train(grpo, 2), _train(hrpo, 2)
+    assert torch.equal(grpo_rewards, hrpo_rewards)
+    for name, value in grpo.policy.state_dict().items():
+        assert torch.allclose(value, hrpo.policy.state_dict()[name], atol=1e-5), name
+    assert max(float((v - initial[k]).abs().max()) for k, v in grpo.policy.state_dict().items()) > 1e-3  # it trained

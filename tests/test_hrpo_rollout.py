@@ -31,24 +31,29 @@ def rollout_for(module, engine=None, seed=0):
 
 
 def uncached_reference_decode(engine: HybridRolloutEngine, prompt_ids, prompt_mask, generator):
-    """Re-run the whole prefix (as inputs_embeds) at every step: no KV cache. Same sampler, same gate."""
+    """Re-run the whole prefix (as inputs_embeds) at every step: no KV cache. Same sampler, same gate;
+    like the engine, only rows still decoding draw from the generator."""
     model, table = engine.model, engine.model.get_input_embeddings()
     embeds, attention = table(prompt_ids), prompt_mask.long()
-    tracker = DelimiterTracker(engine.tokenizer, engine.delimiter, prompt_ids.shape[0], prompt_ids.device)
+    batch = prompt_ids.shape[0]
+    tracker = DelimiterTracker(engine.tokenizer, engine.delimiter, batch, prompt_ids.device)
     eos = torch.tensor(engine.eos_ids)
-    done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool)
+    done = torch.zeros(batch, dtype=torch.bool)
     tokens_seen, latents, mixes = [], [], []
     with torch.no_grad():
         for step in range(engine.config.max_new_tokens):
             logits = model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions_from_mask(attention),
                            use_cache=False).logits[:, -1]
-            tokens, _ = engine._sample(logits, generator)
-            tokens = torch.where(done, torch.full_like(tokens, engine.pad_id), tokens)
+            running = (~done).nonzero().flatten()
+            tokens = torch.full((batch,), engine.pad_id)
+            tokens[running] = engine._sample(logits[running], generator)[0]
             tokens_seen.append(tokens)
             done = done | torch.isin(tokens, eos)
             if bool(done.all()) or step + 1 == engine.config.max_new_tokens:
                 break
-            mix = tracker.update(tokens).clone()
+            still = (~done).nonzero().flatten()  # a completion's last token is never fed back
+            mix = torch.zeros(batch, dtype=torch.bool)
+            mix[still] = tracker.update(tokens[still], still)
             e = table(tokens)
             h = latent_from_logits(logits, table.weight, engine.tau)
             mixed, _ = engine.gate(e, h, mix)
@@ -63,15 +68,17 @@ def uncached_reference_decode(engine: HybridRolloutEngine, prompt_ids, prompt_ma
 def test_kv_cached_generation_equals_generation_without_cache(preset):
     module = make_module(preset, max_new_tokens=16)
     ids, mask = module.encode_prompts(PROMPTS)
+    ids, mask = ids.repeat(2, 1), mask.repeat(2, 1)
     module.policy.eval()
-    cached = module.engine.generate(ids, mask, torch.Generator().manual_seed(3))
-    tokens, latents, mixes = uncached_reference_decode(module.engine, ids, mask, torch.Generator().manual_seed(3))
+    cached = module.engine.generate(ids, mask, torch.Generator().manual_seed(1))
+    tokens, latents, mixes = uncached_reference_decode(module.engine, ids, mask, torch.Generator().manual_seed(1))
     assert torch.equal(cached.completion_ids, tokens)
     fed = latents.shape[1]
     assert fed == cached.completion_ids.shape[1] - 1
-    real = cached.completion_mask[:, :fed].bool()
-    assert torch.equal(cached.extras[MIX][:, :fed], mixes & real)
-    assert torch.allclose(cached.extras[LATENTS][:, :fed][real], latents[real], atol=1e-5)
+    assert (cached.lengths < fed).any()  # a row ended early: it left the engine's batch (compaction)
+    fed_back = torch.arange(fed)[None, :] < (cached.lengths[:, None] - 1)  # a completion's last token is never fed
+    assert torch.equal(cached.extras[MIX][:, :fed], mixes & fed_back)
+    assert torch.allclose(cached.extras[LATENTS][:, :fed][fed_back], latents[fed_back], atol=1e-5)
 
 
 def test_reasoning_mask_ends_at_the_token_that_completes_the_delimiter():
@@ -84,7 +91,7 @@ def test_reasoning_mask_ends_at_the_token_that_completes_the_delimiter():
         ids = ro.completion_ids[row, :n].tolist()
         for t in range(ro.completion_ids.shape[1]):
             before_delimiter = t < n and "e" not in tok.decode(ids[: t + 1], skip_special_tokens=False)
-            expected = before_delimiter and t < ro.completion_ids.shape[1] - 1  # the last token is never fed
+            expected = before_delimiter and t < n - 1  # a completion's last token is never fed back
             assert bool(ro.extras[MIX][row, t]) == expected, (row, t)
         saw_delimiter += "e" in tok.decode(ids, skip_special_tokens=False)
     assert 0 < saw_delimiter < len(ro.texts)  # the seed gives rows with and without the delimiter
