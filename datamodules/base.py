@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.resumable import EpochRandomSampler, ResumableDataLoader
+
 
 def collate_problems(batch: list[Any]) -> list[Any]:
     """Problems are Python objects: a batch is just the list of them."""
@@ -83,7 +85,10 @@ class ProblemDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), self.batch_size, shuffle=True, drop_last=True)
+        """Shuffled per (seed, epoch) and resumable mid-epoch from a checkpoint (datamodules.resumable)."""
+        dataset = self.train_dataset()
+        return ResumableDataLoader(dataset, batch_size=self.batch_size, sampler=EpochRandomSampler(dataset), drop_last=True,
+                                   num_workers=self.num_workers, collate_fn=collate_problems)
 
     def val_dataloader(self) -> DataLoader | list:
         ds = self.val_dataset()

@@ -18,10 +18,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lit_reason import objectives as obj
+from lit_reason.fast_rollout import StaticCacheRolloutEngine
 from lit_reason.metrics import GroupedAccuracy, problem_groups
 from lit_reason.optim import build_optimizer, build_scheduler
 from lit_reason.policy import load_policy
 from lit_reason.rewards import compute_rewards, resolve_reward
+from lit_reason.rng import collect_rng_states, set_rng_states
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions_from_mask
 
 
@@ -55,6 +57,8 @@ class GRPO(L.LightningModule):
         logprob_chunk_size: positions per float32 chunk when turning logits into log-probs.
         seed: base seed of the sampling generator (default: the global seed); rollout i is drawn
             from a generator seeded by (seed, global step, rank), so resumed runs re-draw the same.
+        fast_generation: on CUDA, sample with the static-cache, CUDA-graph engine
+            (:mod:`lit_reason.fast_rollout`); the CPU path is the plain engine either way.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class GRPO(L.LightningModule):
         val_max_new_tokens: int | None = None,
         logprob_chunk_size: int = 1024,
         seed: int | None = None,
+        fast_generation: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -139,6 +144,9 @@ class GRPO(L.LightningModule):
 
     def build_engine(self, sampling: SamplingConfig) -> RolloutEngine:
         """The rollout engine (HRPO returns its latent-mixing engine)."""
+        if self.hparams.fast_generation and torch.cuda.is_available():
+            # the module is still on CPU here; the engine takes the static path once prompts are on CUDA
+            return StaticCacheRolloutEngine(self.policy, self.tokenizer, sampling)
         return RolloutEngine(self.policy, self.tokenizer, sampling)
 
     def configure_optimizers(self):
@@ -174,6 +182,17 @@ class GRPO(L.LightningModule):
                     raise ValueError(
                         f"model.{name}={size} must divide the rollout batch data.batch_size x num_generations = {rows}"
                     )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Global RNG states and the token counter, so a resumed run draws what the uninterrupted one
+        would have (the rollout generator is re-seeded from the step anyway)."""
+        checkpoint["lit_reason"] = {"rng_states": collect_rng_states(), "total_tokens": self.total_tokens}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lit_reason") or {}
+        if "rng_states" in state:
+            set_rng_states(state["rng_states"])
+        self.total_tokens = int(state.get("total_tokens", self.total_tokens))
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
