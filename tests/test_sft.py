@@ -57,10 +57,22 @@ def test_examples_use_grpo_prompt_tokens_and_label_only_the_answer():
         assert labels[row, -len(answer):].tolist() == answer
 
 
-def test_hparams_are_sfts_own():
-    sft = SFT(model="tiny", lr=0.5, max_length=99)
-    assert sft.hparams.lr == 0.5 and sft.hparams.max_length == 99
-    assert "num_generations" not in sft.hparams and "beta" not in sft.hparams
+def test_hparams_hold_sfts_values_and_grpos_settings():
+    sft = SFT(model="tiny", lr=0.5, max_length=99, val_max_new_tokens=7, export_dir="somewhere")
+    assert sft.hparams.lr == 0.5 and sft.hparams.max_length == 99 and sft.hparams.export_dir == "somewhere"
+    assert sft.hparams.max_new_tokens == 7 and sft.val_sampling.max_new_tokens == 7
+    assert sft.hparams.num_generations == GRPO().hparams.num_generations  # GRPO's code can read its settings
+
+
+def test_builds_under_lightning_cli(tmp_path):
+    """LightningCLI passes only SFT's arguments to save_hyperparameters; GRPO's code must still work."""
+    from lit_reason.cli import LitReasonCLI
+
+    cli = LitReasonCLI(args=["--model", "SFT", "--model.lr", "0.25", "--model.prompt_format", "plain",
+                             "--data", "ToyDataModule", "--data.task", "add", "--trainer.logger", "false",
+                             "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert isinstance(cli.model, SFT) and cli.model.hparams.lr == 0.25
+    assert cli.model.hparams.temperature == GRPO().hparams.temperature
 
 
 class FixedData(ProblemDataModule):

@@ -4,7 +4,7 @@ A warm-up before RL needs the prompts to look EXACTLY like the RL prompts, and i
 be measured exactly like RL's. So this module is a :class:`GRPO` subclass that replaces only the
 training step: prompt formatting and truncation (:meth:`GRPO.prompt_text`), policy loading, the
 optimizer and schedule, and validation / test (greedy generation scored by ``problem.score``) are
-GRPO's own code. Only SFT's arguments are saved as hyperparameters.
+GRPO's own code. (Its hyperparameters therefore also list GRPO's RL settings, at their defaults.)
 
 One step: ``prompt tokens + answer tokens + EOS``, cross-entropy on the answer and EOS tokens
 only (token mean over the batch). With ``export_dir`` the policy and tokenizer are written with
@@ -13,6 +13,7 @@ only (token mean over the batch). With ``export_dir`` the policy and tokenizer a
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Sequence
 
@@ -49,6 +50,12 @@ def completion_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     picked = logp.gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)
     loss = -(picked * scored).sum() / count.clamp_min(1)
     return loss, count
+
+
+def grpo_defaults() -> dict[str, Any]:
+    """GRPO's constructor defaults (every GRPO setting has one)."""
+    return {name: p.default for name, p in inspect.signature(GRPO.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 class SFT(GRPO):
@@ -92,7 +99,7 @@ class SFT(GRPO):
     ) -> None:
         if max_length < 2:
             raise ValueError(f"model.max_length must be >= 2 (prompt + answer tokens), got {max_length}")
-        super().__init__(
+        rl_settings = dict(
             model=model, dtype=dtype, gradient_checkpointing=gradient_checkpointing, prompt_format=prompt_format,
             max_prompt_length=max_prompt_length, long_prompt=long_prompt, max_new_tokens=val_max_new_tokens,
             lr=lr, weight_decay=weight_decay, optimizer=optimizer, warmup_steps=warmup_steps,
@@ -100,10 +107,19 @@ class SFT(GRPO):
             val_temperature=val_temperature, val_num_samples=val_num_samples, val_max_new_tokens=val_max_new_tokens,
             seed=seed,
         )
-        # Keep only SFT's own arguments (GRPO saved its RL knobs too); GRPO's evaluation and
-        # prompt code read hparams that SFT also has under the same names.
-        del self._hparams  # save_hyperparameters() merges into the existing dict: start empty
-        self.save_hyperparameters()
+        # What save_hyperparameters() stores when GRPO.__init__ calls it (see below).
+        self._sft_hparams = {**grpo_defaults(), **rl_settings, "max_length": max_length, "export_dir": export_dir}
+        super().__init__(**rl_settings)
+
+    def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
+        """GRPO's code reads its settings from ``self.hparams``, so when ``GRPO.__init__`` saves
+        them, SFT stores GRPO's defaults overlaid with the values SFT passed, plus SFT's own
+        arguments. (Lightning would otherwise store only the arguments of the class it was asked to
+        build, e.g. under LightningCLI, and GRPO's reads of its RL settings would fail.)"""
+        if args or getattr(self, "_sft_hparams", None) is None:
+            super().save_hyperparameters(*args, **kwargs)
+        else:
+            super().save_hyperparameters(dict(self._sft_hparams), **kwargs)
 
     def on_fit_start(self) -> None:
         """GRPO checks its rollout batch divisibility here; SFT has no rollout."""
