@@ -22,6 +22,7 @@ from lit_reason.fast_rollout import StaticCacheRolloutEngine
 from lit_reason.metrics import GroupedAccuracy, problem_groups
 from lit_reason.optim import build_optimizer, build_scheduler
 from lit_reason.policy import load_policy
+from lit_reason.reference import build_reference, check_ref_quantization
 from lit_reason.rewards import compute_rewards, resolve_reward
 from lit_reason.rng import collect_rng_states, set_rng_states
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions_from_mask
@@ -59,6 +60,8 @@ class GRPO(L.LightningModule):
             from a generator seeded by (seed, global step, rank), so resumed runs re-draw the same.
         fast_generation: on CUDA, sample with the static-cache, CUDA-graph engine
             (:mod:`lit_reason.fast_rollout`); the CPU path is the plain engine either way.
+        ref_quantization: store the frozen reference (beta != 0) in ``8bit`` or ``nf4`` weights via
+            bitsandbytes (see lit_reason.reference); null keeps it in ``dtype``.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class GRPO(L.LightningModule):
         logprob_chunk_size: int = 1024,
         seed: int | None = None,
         fast_generation: bool = True,
+        ref_quantization: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -134,9 +138,12 @@ class GRPO(L.LightningModule):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_ref_quantization(h.ref_quantization)
 
     def _build_reference(self) -> torch.nn.Module:
         """A frozen copy of the initial policy for the KL term."""
+        if self.hparams.ref_quantization is not None:
+            return build_reference(self.policy, self.hparams.ref_quantization)
         ref = load_policy(self.hparams.model, dtype=self.hparams.dtype).model
         ref.load_state_dict(self.policy.state_dict())
         ref.requires_grad_(False).eval()
