@@ -1,7 +1,9 @@
 """Lightning callbacks: analysis (measure) and control (change training). Short names work in YAML."""
 
 from callbacks.difficulty_curriculum import DifficultyCurriculum
+from callbacks.gate_monitor import GateMonitor
 from callbacks.lld_monitor import LLDMonitor
 from callbacks.quantization_noise import QuantizationNoiseMonitor
+from callbacks.self_certainty_monitor import SelfCertaintyMonitor
 
-__all__ = ["DifficultyCurriculum", "LLDMonitor", "QuantizationNoiseMonitor"]
+__all__ = ["DifficultyCurriculum", "GateMonitor", "LLDMonitor", "QuantizationNoiseMonitor", "SelfCertaintyMonitor"]

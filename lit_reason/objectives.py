@@ -68,32 +68,6 @@ def _chunks(n: int, chunk: int):
         yield slice(start, min(start + chunk, n))
 
 
-def token_logps(logits: Tensor, token_ids: Tensor, chunk_size: int = 1024) -> Tensor:
-    """``log softmax(logits)[token]`` per position, in float32, without a full float32 copy.
-
-    ``logits`` is ``[..., V]`` in any dtype (already divided by the temperature); the float32
-    log-sum-exp is computed ``chunk_size`` positions at a time so long completions do not
-    materialise ``[B, T, V]`` float32 tensors.
-    """
-    flat_logits = logits.reshape(-1, logits.shape[-1])
-    flat_ids = token_ids.reshape(-1)
-    out = torch.empty(flat_ids.shape, dtype=torch.float32, device=logits.device)
-    for s in _chunks(flat_ids.numel(), chunk_size):
-        block = flat_logits[s].float()
-        out[s] = block.gather(-1, flat_ids[s, None]).squeeze(-1) - torch.logsumexp(block, dim=-1)
-    return out.reshape(token_ids.shape)
-
-
-def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
-    """Entropy of ``softmax(logits)`` per position, float32, chunked like :func:`token_logps`."""
-    flat = logits.reshape(-1, logits.shape[-1])
-    out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
-    for s in _chunks(flat.shape[0], chunk_size):
-        logp = torch.log_softmax(flat[s].float(), dim=-1)
-        out[s] = -(logp.exp() * logp).sum(-1)
-    return out.reshape(logits.shape[:-1])
-
-
 def _position_views(logits: Tensor) -> list[Tensor]:
     """Views ``[n, V]`` that cover every position of ``logits [..., V]`` in order, never a copy.
 
@@ -104,6 +78,39 @@ def _position_views(logits: Tensor) -> list[Tensor]:
         return [logits.view(-1, logits.shape[-1])]
     except RuntimeError:
         return [view for row in logits.unbind(0) for view in _position_views(row)]
+
+
+def _float32_blocks(logits: Tensor, chunk_size: int):
+    """Yield ``(positions, block)``: a slice into the flattened positions of ``logits [..., V]`` and
+    the float32 copy of at most ``chunk_size`` of them. The only float32 memory is one chunk."""
+    offset = 0
+    for view in _position_views(logits):
+        for s in _chunks(view.shape[0], chunk_size):
+            yield slice(offset + s.start, offset + s.stop), view[s].float()
+        offset += view.shape[0]
+
+
+def token_logps(logits: Tensor, token_ids: Tensor, chunk_size: int = 1024) -> Tensor:
+    """``log softmax(logits)[token]`` per position, in float32, without a full float32 copy.
+
+    ``logits`` is ``[..., V]`` in any dtype (already divided by the temperature), possibly a
+    non-contiguous slice; the log-sum-exp runs ``chunk_size`` positions at a time so long
+    completions never materialise ``[B, T, V]`` float32 tensors.
+    """
+    flat_ids = token_ids.reshape(-1)
+    out = torch.empty(flat_ids.shape, dtype=torch.float32, device=logits.device)
+    for pos, block in _float32_blocks(logits, chunk_size):
+        out[pos] = block.gather(-1, flat_ids[pos, None]).squeeze(-1) - torch.logsumexp(block, dim=-1)
+    return out.reshape(token_ids.shape)
+
+
+def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
+    """Entropy of ``softmax(logits)`` per position, float32, chunked like :func:`token_logps`."""
+    out = torch.empty(logits.shape[:-1].numel(), dtype=torch.float32, device=logits.device)
+    for pos, block in _float32_blocks(logits, chunk_size):
+        logp = torch.log_softmax(block, dim=-1)
+        out[pos] = -(logp.exp() * logp).sum(-1)
+    return out.reshape(logits.shape[:-1])
 
 
 def self_certainty(logits: Tensor, mask: Tensor, temperature: float = 1.0, chunk_size: int = 1024) -> Tensor:
@@ -119,12 +126,9 @@ def self_certainty(logits: Tensor, mask: Tensor, temperature: float = 1.0, chunk
         raise ValueError(f"self_certainty: logits {tuple(logits.shape)} do not match mask {tuple(mask.shape)} + (vocab,)")
     vocab = logits.shape[-1]
     per_token = torch.empty(mask.numel(), dtype=torch.float32, device=logits.device)
-    offset = 0
-    for z in _position_views(logits):
-        for s in _chunks(z.shape[0], chunk_size):
-            block = z[s].float() / temperature
-            per_token[offset + s.start : offset + s.stop] = torch.logsumexp(block, dim=-1) - block.mean(-1) - math.log(vocab)
-        offset += z.shape[0]
+    for pos, block in _float32_blocks(logits, chunk_size):
+        block = block / temperature
+        per_token[pos] = torch.logsumexp(block, dim=-1) - block.mean(-1) - math.log(vocab)
     keep = mask.reshape(-1) != 0
     per_token = torch.where(keep, per_token, torch.zeros_like(per_token)).reshape(mask.shape)
     return per_token.sum(-1) / keep.reshape(mask.shape).sum(-1).clamp_min(1)

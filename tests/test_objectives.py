@@ -166,3 +166,14 @@ def test_self_certainty_brute_force_uniform_sharpening_mask_temperature():
     changed = logits.clone()
     changed[0, 3] = 100.0  # a masked position changes nothing
     torch.testing.assert_close(obj.self_certainty(changed, mask), obj.self_certainty(logits, mask))
+
+
+def test_per_position_functions_accept_time_sliced_logits_without_changing_values():
+    """The training forward yields ``logits[:, :-1]`` (non-contiguous): same numbers as contiguous."""
+    torch.manual_seed(0)
+    full = torch.randn(2, 6, 9)
+    sliced = full[:, :-1]
+    assert not sliced.is_contiguous()
+    ids = torch.randint(0, 9, (2, 5))
+    torch.testing.assert_close(obj.token_logps(sliced, ids, chunk_size=3), obj.token_logps(sliced.contiguous(), ids))
+    torch.testing.assert_close(obj.token_entropy(sliced, chunk_size=2), obj.token_entropy(sliced.contiguous()))
