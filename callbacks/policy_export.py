@@ -1,0 +1,38 @@
+"""PolicyExport: write the trained policy as a Hugging Face model directory when ``fit`` ends.
+
+    trainer:
+      callbacks:
+        - class_path: callbacks.PolicyExport
+          init_args: {dirpath: exported/, dtype: bfloat16}
+
+Under FSDP / DeepSpeed ZeRO-3 the full weights are gathered first (every rank takes part, rank 0
+writes). The directory loads with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch import Callback
+
+from lit_reason.export import policy_state_dict, save_policy
+
+
+class PolicyExport(Callback):
+    """Args:
+    dirpath: output directory (default: ``<default_root_dir>/policy``).
+    dtype: cast the saved weights (``bfloat16`` ...); None keeps the training dtype.
+    """
+
+    def __init__(self, dirpath: str | None = None, dtype: str | None = None) -> None:
+        self.dirpath, self.dtype = dirpath, dtype
+        self.saved_to: str | None = None
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        full = trainer.strategy.lightning_module_state_dict()  # collective under sharded strategies
+        if trainer.is_global_zero:
+            out = self.dirpath or os.path.join(trainer.default_root_dir, "policy")
+            weights = {k: v.detach().cpu() for k, v in policy_state_dict(full).items()}
+            self.saved_to = save_policy(pl_module.policy, pl_module.tokenizer, out, state_dict=weights, dtype=self.dtype)
+        trainer.strategy.barrier("policy_export")
