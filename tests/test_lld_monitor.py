@@ -68,7 +68,8 @@ def test_hooks_bracket_each_training_step_in_a_fit():
     assert len(frozen.history) == 3 and all(h["deltas"] == [0.0, 0.0, 0.0] for h in frozen.history)
     assert all(h["lld/share_displaced"] == 1.0 for h in frozen.history)  # 0 < epsilon
     assert [h["step"] for h in moving.history] == [0, 2]
-    assert all(abs(d) > 0 for h in moving.history for d in h["deltas"])
+    # a step whose groups all tie has zero advantages (no update), so only require movement somewhere
+    assert any(abs(d) > 0 for h in moving.history for d in h["deltas"])
     assert trainer.callback_metrics["lld/mean_delta"] == pytest.approx(moving.history[-1]["lld/mean_delta"])
 
 
