@@ -43,25 +43,26 @@ SMALL_SPACE = {
     ("game24", "easy"): "unsolvable items come from the few multisets with no solution",
     ("game24", "medium"): "unsolvable items come from the few multisets with no solution",
     ("game24", "hard"): "unsolvable items come from the few multisets with no solution",
-    ("magic_square", "easy"): "a 3x3 magic square over 1..9 has 8 forms; few blanks",
-    ("magic_square", "medium"): "a 3x3 magic square over 1..9 has 8 forms",
-    ("skyscraper", "easy"): "3x3 / 4x4 latin squares with clue sets are few",
-    ("sum_skyscraper", "easy"): "3x3 / 4x4 latin squares with clue sets are few",
-    ("tic_tac_toe", "easy"): "few tic-tac-toe positions are one move from a decision",
-    ("tic_tac_toe", "medium"): "tic-tac-toe has 5478 legal positions, fewer non-trivial ones",
-    ("tic_tac_toe", "hard"): "tic-tac-toe has 5478 legal positions, fewer non-trivial ones",
-    ("twiddle", "easy"): "1-2 rotations of a sorted 3x3 board reach a few dozen boards",
-    ("twiddle", "medium"): "3-4 rotations reach a few hundred boards",
-    ("twiddle", "hard"): "5-6 rotations still revisit boards",
-    ("eight_puzzle", "easy"): "short scrambles of the 3x3 sliding puzzle reach few boards",
-    ("eight_puzzle", "medium"): "short scrambles of the 3x3 sliding puzzle reach few boards",
-    ("fifteen_puzzle", "easy"): "short scrambles reach few boards",
-    ("nine_puzzle", "easy"): "short row/column shift scrambles reach few boards",
-    ("nine_puzzle", "medium"): "short row/column shift scrambles reach few boards",
-    ("sixteen_puzzle", "easy"): "short row/column shift scrambles reach few boards",
-    ("car_painting", "easy"): "short car sequences over few colours",
-    ("car_painting", "medium"): "short car sequences over few colours",
-    ("campsite", "easy"): "small boards with few trees",
+    ("knights_and_knaves", "easy"): "2-3 people with mostly simple statements",
+    ("magic_square", "easy"): "the 3x3 magic squares over 1..9 are 8; 3 givens",
+    ("magic_square", "medium"): "the 3x3 magic squares over 1..9 are 8; 2 givens",
+    ("skyscraper", "easy"): "3x3 / 4x4 latin squares (12 / 576) with all clues shown",
+    ("sum_skyscraper", "easy"): "3x3 / 4x4 latin squares (12 / 576) with all clues shown",
+    ("tic_tac_toe", "easy"): "tic-tac-toe has 5478 legal positions; 1-4 plies reach a few hundred",
+    ("tic_tac_toe", "medium"): "tic-tac-toe has 5478 legal positions",
+    ("tic_tac_toe", "hard"): "tic-tac-toe has 5478 legal positions",
+    ("twiddle", "easy"): "1-2 rotations of the sorted 3x3 board",
+    ("twiddle", "medium"): "3-4 rotations of the sorted 3x3 board",
+    ("twiddle", "hard"): "5-6 rotations of the sorted 3x3 board",
+    ("eight_puzzle", "easy"): "4-8 move scrambles of the 3x3 sliding puzzle",
+    ("eight_puzzle", "medium"): "10-16 move scrambles of the 3x3 sliding puzzle (9!/2 boards in all)",
+    ("fifteen_puzzle", "easy"): "6-10 move scrambles",
+    ("nine_puzzle", "easy"): "2-3 row/column shifts of a 3x3 board",
+    ("nine_puzzle", "medium"): "4-5 row/column shifts of a 3x3 board",
+    ("sixteen_puzzle", "easy"): "2-4 row/column shifts of a 4x4 board",
+    ("car_painting", "easy"): "6 cars in 2 colours: 64 sequences",
+    ("car_painting", "medium"): "9 cars in 3 colours: 19683 sequences (birthday collisions at 200)",
+    ("campsite", "easy"): "5x5 boards with about 5 tents",
 }
 
 
@@ -139,13 +140,17 @@ def test_hostile_text_scores_zero_fast_without_raising(name, level):
         assert time.perf_counter() - start < 1.0, f"{label} body took too long"
 
 
+#: Items 0..N-1 compared across processes (all 10 at medium; fewer at the slower hard level).
+CROSS_PROCESS_ITEMS = {"easy": 4, "medium": 10, "hard": 4}
+
 _CHILD = """
 import hashlib, json, sys
 from datamodules.enigmata import DIFFICULTIES, TASKS
+N = %r
 def digest(p):
     blob = json.dumps([p.prompt, p.answer, p.metadata], sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
-out = {f"{n}/{d}": [digest(t.generate(s, d)) for s in range(10)] for n, t in TASKS.items() for d in DIFFICULTIES}
+out = {f"{n}/{d}": [digest(t.generate(s, d)) for s in range(N[d])] for n, t in TASKS.items() for d in DIFFICULTIES}
 json.dump(out, sys.stdout)
 """
 
@@ -153,10 +158,10 @@ json.dump(out, sys.stdout)
 def test_items_are_identical_in_a_separate_process():
     # a different hash seed in the child catches any use of hash() / set order over strings
     env = dict(os.environ, PYTHONHASHSEED="4242", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _CHILD % CROSS_PROCESS_ITEMS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     child = json.loads(proc.stdout)
-    mine = {f"{n}/{d}": [item_digest(TASKS[n].generate(s, d)) for s in range(10)] for n, d in CASES}
+    mine = {f"{n}/{d}": [item_digest(TASKS[n].generate(s, d)) for s in range(CROSS_PROCESS_ITEMS[d])] for n, d in CASES}
     differing = sorted(k for k in mine if child.get(k) != mine[k])
     assert not differing, f"items differ between processes: {differing}"
 
