@@ -6,7 +6,9 @@ Control callback. It drives any DataModule with the curriculum interface of
 and ``mean_level()``. The DataModule's train stream reads that state live, so the next batches
 already follow the new level (see the datamodule docstring).
 
-Rules, checked every train batch (``interval="step"``) or every train epoch (``"epoch"``):
+Rules, checked every train batch (``interval="step"``), every train epoch (``"epoch"``) or after
+every validation run (``"validation"``, e.g. ``monitor="val/accuracy"``; with ``per_task`` the
+default key then reads the GRPO module's ``val/acc/task/<name>`` group accuracies):
   * stage with ``steps: N``: advance after N train batches in the stage (counted every batch);
   * stage with ``until_accuracy: a``: advance once ``monitor >= a`` for ``patience`` checks in a row;
   * otherwise, with ``raise_difficulty``: level up once ``monitor >= threshold`` for ``patience``
@@ -32,7 +34,7 @@ class DifficultyCurriculum(Callback):
         monitor: the logged metric key to watch (a training accuracy in [0, 1]).
         threshold: level up when ``monitor >= threshold`` ...
         patience: ... for this many consecutive checks (train batches or epochs).
-        interval: ``"step"`` (check after every train batch) or ``"epoch"``.
+        interval: ``"step"`` (check after every train batch), ``"epoch"`` or ``"validation"``.
         per_task: level up each task on its own accuracy, read from ``per_task_key``.
         per_task_key: format of the per-task metric key (fields ``monitor`` and ``task``).
         raise_difficulty: set False to use the callback only to advance stages.
@@ -51,8 +53,8 @@ class DifficultyCurriculum(Callback):
         per_task_key: str = "{monitor}/task/{task}",
         raise_difficulty: bool = True,
     ) -> None:
-        if interval not in ("step", "epoch"):
-            raise ValueError(f"DifficultyCurriculum.interval must be 'step' or 'epoch', got {interval!r}")
+        if interval not in ("step", "epoch", "validation"):
+            raise ValueError(f"DifficultyCurriculum.interval must be 'step', 'epoch' or 'validation', got {interval!r}")
         if patience < 1:
             raise ValueError(f"DifficultyCurriculum.patience must be >= 1 check, got {patience}")
         if not 0.0 <= threshold <= 1.0:
@@ -84,6 +86,11 @@ class DifficultyCurriculum(Callback):
             dm = self._datamodule(trainer)
             self._check(trainer, dm)
             self._log(pl_module, dm)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        # no self.log here (Lightning forbids it); the next train batch logs the new level
+        if self.interval == "validation" and not getattr(trainer, "sanity_checking", False):
+            self._check(trainer, self._datamodule(trainer))
 
     # ---- decisions ---------------------------------------------------------------------
     def _check(self, trainer: Any, dm: Any) -> None:

@@ -134,6 +134,20 @@ def test_epoch_interval_checks_only_at_epoch_end():
     assert dm.mean_level() == 1
 
 
+def test_validation_interval_reads_group_accuracies_after_validation():
+    dm = EnigmataDataModule(difficulty="easy", eval_per_task=0)
+    cb = DifficultyCurriculum(monitor="val/acc", interval="validation", per_task=True, patience=1)
+    trainer, module = fake_trainer(dm), FakeModule()
+    trainer.callback_metrics.update({"val/acc/task/toy_word": 0.9, "val/acc/task/toy_bits": 0.3})
+    run_checks(cb, trainer, module, [1.0] * 3)  # train batches do not check
+    trainer.sanity_checking = True
+    cb.on_validation_end(trainer, module)  # the sanity check does not count
+    assert dm.mean_level() == 0
+    trainer.sanity_checking = False
+    cb.on_validation_end(trainer, module)
+    assert (dm.level_of("toy_word"), dm.level_of("toy_bits")) == ("medium", "easy")
+
+
 def test_missing_metric_warns_and_changes_nothing():
     dm = EnigmataDataModule(difficulty="easy", eval_per_task=0)
     cb = DifficultyCurriculum(monitor="train/accuracy", patience=1)
