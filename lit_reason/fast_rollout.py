@@ -32,7 +32,8 @@ class StaticCacheRolloutEngine(RolloutEngine):
         static_on: device types that take the static path; elsewhere the plain engine runs.
         compile: compile the decode step (default: on CUDA only; inductor needs a GPU to pay off).
         compile_mode: ``torch.compile`` mode for inductor; ``reduce-overhead`` records CUDA graphs.
-        compile_backend: ``inductor``, or e.g. ``eager`` to check on CPU that the step traces as one graph.
+        compile_backend: ``inductor``, or e.g. ``eager`` to check on CPU that the step traces.
+        fullgraph: fail on a graph break instead of running the broken pieces eagerly.
         cache_bucket: cache lengths are rounded up to a multiple of this, so prompts of slightly
             different lengths reuse one cache and one compiled graph.
         sync_every: check "all rows finished" every this many tokens (each check is a host sync).
@@ -44,12 +45,14 @@ class StaticCacheRolloutEngine(RolloutEngine):
 
     def __init__(self, model, tokenizer, config: SamplingConfig, eos_token_ids: Sequence[int] = (),
                  static_on: Sequence[str] = ("cuda",), compile: bool | None = None,
-                 compile_mode: str = "reduce-overhead", compile_backend: str = "inductor", cache_bucket: int = 64, sync_every: int = 8) -> None:
+                 compile_mode: str = "reduce-overhead", compile_backend: str = "inductor", fullgraph: bool = False,
+                 cache_bucket: int = 64, sync_every: int = 8) -> None:
         super().__init__(model, tokenizer, config, eos_token_ids)
         if type(self).next_inputs_embeds is not RolloutEngine.next_inputs_embeds:
             raise TypeError("StaticCacheRolloutEngine decodes plain token ids; latent-mixing engines keep RolloutEngine")
         self.static_on = tuple(static_on)
         self.compile, self.compile_mode, self.compile_backend = compile, compile_mode, compile_backend
+        self.fullgraph = fullgraph
         self.cache_bucket, self.sync_every = max(int(cache_bucket), 1), max(int(sync_every), 1)
         self._cache: StaticCache | None = None
         self._cache_key: tuple | None = None
@@ -79,8 +82,8 @@ class StaticCacheRolloutEngine(RolloutEngine):
             return self._decode
         if self._decode_fn is None:
             options = {"mode": self.compile_mode} if self.compile_backend == "inductor" else {}
-            self._decode_fn = torch.compile(self._decode, backend=self.compile_backend, fullgraph=True, dynamic=False,
-                                            **options)
+            self._decode_fn = torch.compile(self._decode, backend=self.compile_backend, fullgraph=self.fullgraph,
+                                            dynamic=False, **options)
         return self._decode_fn
 
     # -- decoding ----------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_compiled_decode_step_is_one_graph_without_recompiles(policy):
     model, tok = policy
     cfg = SamplingConfig(max_new_tokens=12, temperature=1.0)
     engine = StaticCacheRolloutEngine(model, tok, cfg, static_on=("cpu",), compile=True, compile_backend="eager",
-                                      cache_bucket=64)
+                                      fullgraph=True, cache_bucket=64)
     torch._dynamo.reset()
     counters.clear()
     ids, mask = prompts(tok)
