@@ -6,11 +6,13 @@ config and test runs with no hub access. Failures to find a model end in one lin
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PretrainedConfig, PreTrainedModel, Qwen2Config
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PretrainedConfig, PreTrainedModel,
+                          PreTrainedTokenizerFast, Qwen2Config)
 
 from lit_reason.tokenizer import build_char_tokenizer
 
@@ -66,8 +68,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     if name_or_path in PRESETS:
         tokenizer = build_char_tokenizer()
     else:
+        # A saved character tokenizer declares the generic fast class; AutoTokenizer would map a
+        # qwen2 / llama config to that model's own tokenizer class, which drops the spaces.
+        loader = PreTrainedTokenizerFast if _declares_generic_tokenizer(name_or_path) else AutoTokenizer
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+            tokenizer = loader.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:
             raise PolicyLoadError(_not_found_message(name_or_path, "tokenizer")) from err
     tokenizer.padding_side = "left"
@@ -79,6 +84,17 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
             )
         tokenizer.pad_token = tokenizer.eos_token  # the usual choice for causal LMs; masks keep it out of the loss
     return tokenizer
+
+
+def _declares_generic_tokenizer(path: str) -> bool:
+    """Whether a local directory's tokenizer_config.json names the generic fast tokenizer class."""
+    config = os.path.join(path, "tokenizer_config.json")
+    try:
+        with open(config, encoding="utf-8") as handle:
+            declared = json.load(handle).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return declared in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def load_policy(

@@ -103,7 +103,9 @@ def test_loss_falls_on_a_fixed_batch_and_export_loads_back(tmp_path):
     assert after < 0.5 * before, (before, after)
 
     loaded = load_policy(str(export))
-    assert loaded.tokenizer("7+5=<answer>12</answer>")["input_ids"] == sft.tokenizer("7+5=<answer>12</answer>")["input_ids"]
+    text = "Board:\nX . O\n\tIt is X's turn. <answer>(1,2)</answer>"  # spaces, newlines, tabs, tags
+    assert loaded.tokenizer(text)["input_ids"] == sft.tokenizer(text)["input_ids"]
+    assert loaded.tokenizer.decode(loaded.tokenizer(text)["input_ids"]) == text
     ids = torch.tensor([sft.tokenizer("3+4=")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(loaded.model(input_ids=ids).logits, sft.policy(input_ids=ids).logits, atol=1e-5)
