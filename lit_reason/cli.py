@@ -10,10 +10,12 @@ Short class names work for everything imported here (``model: GRPO``, ``data: En
 
 from __future__ import annotations
 
+import os
 import sys
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import callbacks  # noqa: F401  (registers callback classes for short names)
 import datamodules  # noqa: F401  (registers DataModules for short names)
@@ -31,6 +33,16 @@ class LitReasonCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        """Default loggers (when ``trainer.logger`` is unset or true): CSV and TensorBoard, both in
+        ``<default_root_dir>/lightning_logs/version_N`` (one directory per run)."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if "logger" not in kwargs and trainer_config.get("logger") in (None, True):
+            root = trainer_config.get("default_root_dir") or os.getcwd()
+            csv = CSVLogger(root)
+            kwargs["logger"] = [csv, TensorBoardLogger(root, version=csv.version)]
+        return super().instantiate_trainer(**kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
