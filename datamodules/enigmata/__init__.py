@@ -7,4 +7,6 @@ CATEGORY_NAMES = ("Crypto", "Arithmetic", "Logic", "Grid", "Graph", "Search", "S
 #: category -> task names, in registration order.
 CATEGORIES: dict[str, list[str]] = {c: [n for n, t in TASKS.items() if t.category == c] for c in CATEGORY_NAMES}
 
-__all__ = ["TASKS", "CATEGORIES", "CATEGORY_NAMES", "DIFFICULTIES", "NO_SOLUTION", "Puzzle", "Task", "register"]
+from datamodules.enigmata.datamodule import EnigmataDataModule  # noqa: E402  (needs the registry filled)
+
+__all__ = ["EnigmataDataModule", "TASKS", "CATEGORIES", "CATEGORY_NAMES", "DIFFICULTIES", "NO_SOLUTION", "Puzzle", "Task", "register"]

@@ -345,3 +345,17 @@ def test_yaml_strategies_instantiate_and_yield_batches(config):
     else:
         assert dm.num_stages == 1 and set(dm.universe) == set(base.TASKS)
 
+
+
+def test_small_instance_spaces_leave_training_puzzles():
+    """twiddle easy has ~16 boards: the eval split keeps half of what it sees, training draws the rest."""
+    from datamodules.enigmata.datamodule import EnigmataDataModule, build_eval_items, prompt_hash
+
+    evals = build_eval_items(["twiddle"], ["easy"], 50, {})
+    assert 1 <= len(evals) < 16
+    dm = EnigmataDataModule(tasks=["twiddle"], difficulty="easy", train_size=64, eval_per_task=50,
+                            eval_difficulties=["easy"], batch_size=4)
+    dm.setup("fit")
+    eval_hashes = {prompt_hash(p.prompt) for p in dm.val_dataset()}
+    train = [dm.train_dataset()[i] for i in range(64)]
+    assert not eval_hashes & {prompt_hash(p.prompt) for p in train}
