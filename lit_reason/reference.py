@@ -51,36 +51,38 @@ def quantized_linear(linear: nn.Linear, mode: str, compute_dtype: torch.dtype) -
     return layer
 
 
-def quantize_linears(model: nn.Module, mode: str, keep: tuple[str, ...] = KEEP_FULL_PRECISION) -> int:
-    """Replace every ``nn.Linear`` of ``model`` (but ``keep``) in place; returns how many."""
-    check_ref_quantization(mode)
-    dtype = next(model.parameters()).dtype
-    targets = [(name, m) for name, m in model.named_modules()
-               if type(m) is nn.Linear and name.rsplit(".", 1)[-1] not in keep]
-    for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, quantized_linear(linear, mode, compute_dtype=dtype))
-    return len(targets)
+def quantizable_linears(model: nn.Module, keep: tuple[str, ...] = KEEP_FULL_PRECISION) -> list[tuple[str, nn.Linear]]:
+    return [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear and name.rsplit(".", 1)[-1] not in keep]
 
 
-def build_reference(policy: nn.Module, quantization: str | None = None, device: torch.device | str | None = None) -> nn.Module:
-    """A frozen copy of ``policy`` (eval mode, no grads), quantized when asked.
+def build_reference(policy: nn.Module, quantization: str | None = None, device: torch.device | str | None = None,
+                    keep: tuple[str, ...] = KEEP_FULL_PRECISION) -> nn.Module:
+    """A frozen copy of ``policy`` (eval mode, no grads), its Linear layers quantized when asked.
 
-    ``device``: where to quantize now (default: CPU when no GPU is present, else wait for
-    Lightning's move to the GPU so the full-precision copy never lands there).
+    The quantized layers are built one at a time from the policy's weights (the copy never holds a
+    second full-precision set). ``device``: where to quantize now (default: CPU when no GPU is
+    present, else wait for Lightning's move to the GPU so the full-precision weights never land there).
     """
     check_ref_quantization(quantization)
-    ref = copy.deepcopy(policy)
+    targets = quantizable_linears(policy, keep) if quantization is not None else []
+    # deepcopy with the targeted weights mapped to empty placeholders: they are replaced below
+    memo = {id(linear.weight): nn.Parameter(torch.empty(0), requires_grad=False) for _, linear in targets}
+    ref = copy.deepcopy(policy, memo)
     if hasattr(ref, "gradient_checkpointing_disable"):
         ref.gradient_checkpointing_disable()
-    ref.requires_grad_(False).eval()
-    if quantization is not None:
-        quantize_linears(ref, quantization)
+    dtype = next(policy.parameters()).dtype
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = ref.get_submodule(parent_name) if parent_name else ref
+        layer = quantized_linear(linear, quantization, compute_dtype=dtype)
         if device is None and not torch.cuda.is_available():
-            device = "cpu"
-        if device is not None:
-            ref.to(device)
+            layer.to("cpu")  # quantize now, so only one full-precision layer exists at a time
+        elif device is not None:
+            layer.to(device)
+        setattr(parent, child, layer)
+    ref.requires_grad_(False).eval()
+    if device is not None:
+        ref.to(device)
     return ref
 
 

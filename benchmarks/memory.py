@@ -1,0 +1,149 @@
+"""Peak memory and step time of GRPO's memory knobs on a ~100M-parameter model, and the KL error of
+a quantized reference.
+
+    .venv/bin/python benchmarks/memory.py                       # all configurations, CPU or GPU
+    .venv/bin/python benchmarks/memory.py --configs baseline ref_nf4 --steps 3 --json out.json
+
+Every configuration runs in its own subprocess (clean peak figures): it builds GRPO on the
+``llama-100m`` preset (Llama-shaped, 12 x 768, vocab 32k, untied head: 110M parameters) with a
+KL reference (beta 0.04), trains ``--steps`` steps on the toy task (2 prompts x G=4, 64 new
+tokens) and reports:
+
+  * peak memory: CUDA max allocated, or on CPU the process's peak RSS (ru_maxrss); the RSS after
+    building the module (weights, reference, imports) is reported beside it;
+  * step time: mean over the steps after the first (rollout + reference pass + update);
+  * ref KL: for quantized references, the mean per-token k3 KL(policy || reference) on one rollout
+    at initialisation, where the full-precision reference gives exactly 0 (so it is the error
+    the quantization adds to the KL term), and the max |log-prob difference|.
+
+The baseline computes log-probs without chunking (``logprob_chunk_size`` larger than the rollout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "baseline": {"logprob_chunk_size": 10**9},
+    "adamw8bit": {"logprob_chunk_size": 10**9, "optimizer": "adamw8bit"},
+    "ref_8bit": {"logprob_chunk_size": 10**9, "ref_quantization": "8bit"},
+    "ref_nf4": {"logprob_chunk_size": 10**9, "ref_quantization": "nf4"},
+    "chunked_logps": {"logprob_chunk_size": 64},
+    "grad_checkpointing": {"logprob_chunk_size": 10**9, "gradient_checkpointing": True},
+    "micro_batch_2": {"logprob_chunk_size": 10**9, "micro_batch_size": 2},
+    "all": {"logprob_chunk_size": 64, "optimizer": "adamw8bit", "ref_quantization": "nf4",
+            "gradient_checkpointing": True, "micro_batch_size": 2},
+}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(name: str, steps: int, model: str, max_new_tokens: int) -> dict:
+    import lightning as L
+    import torch
+
+    from datamodules.toy import ToyDataModule
+    from lit_reason import objectives as obj
+    from lit_reason.modules import GRPO
+
+    cuda = torch.cuda.is_available()
+    L.seed_everything(0)
+    module = GRPO(model=model, num_generations=4, max_new_tokens=max_new_tokens, beta=0.04, lr=1e-5,
+                  **CONFIGS[name])
+    built_mb = rss_mb()
+    result = {"config": name, "device": "cuda" if cuda else "cpu", "built_rss_mb": round(built_mb)}
+
+    if module.hparams.ref_quantization is not None:  # KL error of the quantized reference at init
+        if cuda:
+            module.cuda()
+        data = ToyDataModule(batch_size=2, val_size=0)
+        rollout = module.generate([data.train_dataset()[i] for i in range(2)],
+                                  generator=module.sampling_generator())
+        old = module.old_policy_pass(rollout, need_old=True, need_ref=True)
+        mask = rollout.completion_mask.float()
+        kl = (obj.kl_k3(old["old_logps"], old["ref_logps"]) * mask).sum() / mask.sum()
+        result["ref_kl"] = float(kl)
+        result["ref_max_abs_logp_diff"] = float(((old["old_logps"] - old["ref_logps"]).abs() * mask).max())
+
+    times: list[float] = []
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, *args):
+            if cuda:
+                torch.cuda.synchronize()
+            self.t = time.perf_counter()
+
+        def on_train_batch_end(self, *args):
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t)
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer = L.Trainer(accelerator="auto", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[Timer()])
+    trainer.fit(module, datamodule=ToyDataModule(batch_size=2, val_size=0))
+    timed = times[1:] or times
+    result["step_s"] = round(sum(timed) / len(timed), 3)
+    if cuda:
+        result["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    else:
+        result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["params_m"] = round(sum(p.numel() for p in module.policy.parameters()) / 1e6, 1)
+    return result
+
+
+def table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["config"] == "baseline"), None)
+    lines = ["| config | peak MB | vs baseline | RSS after build MB | step s | ref KL (k3) | max abs dlogp |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['config']} | failed: {r['error'][:80]} | | | | | |")
+            continue
+        ratio = f"{r['peak_mb'] / base['peak_mb']:.2f}x" if base and "peak_mb" in base else ""
+        kl = f"{r['ref_kl']:.2e}" if "ref_kl" in r else ("0 (exact)" if r["config"] != "all" else "")
+        diff = f"{r['ref_max_abs_logp_diff']:.3f}" if "ref_max_abs_logp_diff" in r else ""
+        lines.append(f"| {r['config']} | {r['peak_mb']} | {ratio} | {r['built_rss_mb']} | {r['step_s']} | {kl} | {diff} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--model", default="llama-100m")
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args.worker, args.steps, args.model, args.max_new_tokens)))
+        return
+    rows = []
+    for name in args.configs:
+        cmd = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--model", args.model,
+               "--max_new_tokens", str(args.max_new_tokens)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        row = json.loads(found[-1][7:]) if found else {"config": name, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main()
