@@ -205,25 +205,24 @@ class TrainStream:
 def build_eval_items(names: list[str], difficulties: list[str], per_task: int, knobs: dict[str, dict]) -> list[Puzzle]:
     """``per_task`` distinct puzzles per task x difficulty from seeds -1, -2, ... (a fixed benchmark:
     it does not depend on the training seed, so runs are comparable). A task x difficulty whose
-    draws repeat a prompt has a small instance space (twiddle easy has ~16 boards): it keeps only
-    half of the distinct prompts it showed, so the train stream still has puzzles to draw."""
+    space runs out before ``per_task`` distinct prompts (twiddle easy has ~16 boards) keeps only
+    half of them, so the train stream still has puzzles to draw."""
     items: list[Puzzle] = []
     seen: set[bytes] = set()
     for name in names:
         task = base.TASKS[name]
         for level in difficulties:
-            got, seed, repeats, mine = 0, -1, 0, []
+            got, seed, mine = 0, -1, []
             while got < per_task and -seed <= 4 * per_task + 16:
                 puzzle = task.generate(seed, level, **knobs.get(name, {}))
                 seed -= 1
                 digest = prompt_hash(puzzle.prompt)
                 if digest in seen:
-                    repeats += 1
                     continue
                 seen.add(digest)
                 mine.append(puzzle)
                 got += 1
-            if repeats:
+            if got < per_task:  # exhausted: leave the other half to training
                 mine = mine[: max(1, len(mine) // 2)]
             items.extend(mine)
     return items

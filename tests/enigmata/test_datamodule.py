@@ -161,11 +161,12 @@ def test_train_eval_hash_check_over_mixed_difficulties(toys):
     assert all(prompt_hash(ds[i].prompt) not in hashes for i in range(3000))
 
 
-def test_space_swallowed_by_eval_set_fails_with_a_clear_error(toys):
-    dm = EnigmataDataModule(tasks=["toy_add"], knobs={"toy_add": {"hi": 1}}, difficulty="easy", eval_per_task=4, eval_difficulties=["easy"])
-    assert len(dm.eval_items()) == 4  # the whole space: a, b in {0, 1}
-    with pytest.raises(RuntimeError, match="eval_per_task"):
-        dm.train_dataset()[0]
+def test_exhausted_space_is_split_between_eval_and_train(toys):
+    dm = EnigmataDataModule(tasks=["toy_add"], knobs={"toy_add": {"hi": 1}}, difficulty="easy", eval_per_task=8, eval_difficulties=["easy"])
+    evals = {p.prompt for p in dm.eval_items()}
+    assert len(evals) == 2  # a, b in {0, 1}: 4 prompts, fewer than 8 asked -> eval keeps half
+    train = {dm.train_dataset()[i].prompt for i in range(20)}
+    assert len(train) == 2 and not train & evals
 
 
 def test_distributed_sampler_shards_are_disjoint_and_cover(toys):
