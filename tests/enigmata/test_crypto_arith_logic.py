@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from fractions import Fraction
 
 import pytest
@@ -17,7 +16,6 @@ from datamodules.enigmata.arith_expr import ExpressionError, evaluate, is_sub_mu
 from datamodules.enigmata.base import DIFFICULTIES, NO_SOLUTION
 from datamodules.enigmata.fol import FALSE, TRUE, UNKNOWN, entailment_label
 from datamodules.enigmata.logic import kk_consistent, parse_zebra, zebra_clue_holds, zebra_solutions
-from lit_reason.answer import format_answer
 
 MINE = ["crypto_KKA", "crypto_KPA", "game24", "countdown", "knights_and_knaves", "FOLIO", "zebra_logic"]
 
@@ -28,58 +26,6 @@ def body(puzzle) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Every task: registration, 50 gold items per difficulty, corruptions, non-default knobs, speed
-
-
-def test_all_seven_registered_in_their_categories():
-    expected = {"crypto_KKA": "Crypto", "crypto_KPA": "Crypto", "game24": "Arithmetic", "countdown": "Arithmetic",
-                "knights_and_knaves": "Logic", "FOLIO": "Logic", "zebra_logic": "Logic"}
-    assert {name: TASKS[name].category for name in MINE} == expected
-
-
-@pytest.mark.parametrize("difficulty", DIFFICULTIES)
-@pytest.mark.parametrize("name", MINE)
-def test_gold_scores_one_and_corruptions_zero(name, difficulty):
-    task = TASKS[name]
-    for seed in range(50):
-        puzzle = task.generate(seed, difficulty)
-        assert puzzle.score(puzzle.answer) == 1.0, (name, difficulty, seed, puzzle.answer)
-        wrong = task.corruptions(puzzle, random.Random(seed))
-        assert len(wrong) >= 3
-        for bad in wrong:
-            assert bad.strip() != body(puzzle).strip()
-            assert puzzle.score(format_answer(bad)) == 0.0, (name, difficulty, seed, bad)
-
-
-@pytest.mark.parametrize("name", MINE)
-def test_non_default_knobs_generate_valid_items(name):
-    task = TASKS[name]
-    assert task.test_knobs
-    for knobs in task.test_knobs:
-        for seed in range(8):
-            puzzle = task.generate(seed, "medium", **knobs)
-            assert puzzle.score(puzzle.answer) == 1.0, (name, knobs, seed)
-
-
-@pytest.mark.parametrize("name", MINE)
-def test_garbage_answers_score_zero_fast(name):
-    puzzle = TASKS[name].generate(0, "medium")
-    start = time.perf_counter()
-    for text in ["", "<answer></answer>", format_answer("((((" * 50), format_answer("x" * 8000), "a" * 1_000_000,
-                 format_answer("1/0"), format_answer("\x00\xff" * 100), format_answer("9" * 5000)]:
-        assert puzzle.score(text) == 0.0
-    assert time.perf_counter() - start < 1.0
-
-
-@pytest.mark.parametrize("name", MINE)
-def test_medium_generation_speed(name):
-    """Medium items take < 20 ms each on an idle core; the bound here is loose because the test
-    machine is shared."""
-    task = TASKS[name]
-    start = time.perf_counter()
-    for seed in range(100, 120):
-        task.generate(seed, "medium")
-    per_item = (time.perf_counter() - start) / 20
-    assert per_item < 0.1, f"{name}: {per_item * 1000:.1f} ms per medium item"
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,9 +4,7 @@ references (bitmask DP for Hamiltonicity, flood fill for mazes, re-reading the n
 
 from __future__ import annotations
 
-import random
 import re
-import time
 
 import chess
 import pytest
@@ -30,46 +28,6 @@ def ok(task: str, metadata: dict, body: str) -> bool:
 
     puzzle = Puzzle(task, TASKS[task].category, "medium", "", "", metadata)
     return puzzle.score(format_answer(body)) == 1.0
-
-
-def test_all_tasks_registered_in_their_category():
-    assert sorted(n for n, t in TASKS.items() if t.category == "Graph") == sorted(GRAPH)
-    assert sorted(n for n, t in TASKS.items() if t.category == "Search") == sorted(SEARCH)
-
-
-@pytest.mark.parametrize("difficulty", DIFFICULTIES)
-@pytest.mark.parametrize("name", ALL)
-def test_gold_scores_one_and_corruptions_zero(name, difficulty):
-    task = TASKS[name]
-    for seed in range(50):
-        puzzle = task.generate(seed, difficulty)
-        assert puzzle.score(puzzle.answer) == 1.0, (name, difficulty, seed)
-        bad = task.corruptions(puzzle, random.Random(seed))
-        assert len(bad) >= 2
-        for body in bad:
-            assert puzzle.score(format_answer(body)) == 0.0, (name, difficulty, seed, body)
-        assert puzzle.score("") == 0.0 and puzzle.score(format_answer("x" * 8000)) == 0.0
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_non_default_knobs(name):
-    task = TASKS[name]
-    assert task.test_knobs
-    for knobs in task.test_knobs:
-        for seed in range(10):
-            puzzle = task.generate(seed, "medium", **knobs)
-            assert puzzle.score(puzzle.answer) == 1.0, (name, knobs, seed)
-            for body in task.corruptions(puzzle, random.Random(seed)):
-                assert puzzle.score(format_answer(body)) == 0.0, (name, knobs, seed, body)
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_medium_generation_is_fast(name):
-    start = time.perf_counter()
-    for seed in range(20):
-        TASKS[name].generate(1000 + seed, "medium")
-    per_item = (time.perf_counter() - start) / 20
-    assert per_item < 0.06, f"{name}: {per_item * 1000:.1f} ms per medium item (target 20 ms; shared CPU slack)"
 
 
 @pytest.mark.parametrize("name", ["hamiltonian_cycle", "hamiltonian_path", "maze"])

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 
-import pytest
 
 from datamodules.enigmata import TASKS
 from datamodules.enigmata.base import DIFFICULTIES
@@ -19,75 +17,11 @@ from datamodules.enigmata.grid_magic_square import SEEDS, diagonal_preserving_pe
 from datamodules.enigmata.grid_skyscraper import clues_of, visible
 from datamodules.enigmata.grid_sudoku import is_valid_sudoku, solved_grid
 from datamodules.enigmata.grid_symbolic import deduce, obeys
-from lit_reason.answer import format_answer
 
-GRID = [
-    "binario",
-    "campsite",
-    "magic_square",
-    "skyscraper",
-    "sum_skyscraper",
-    "star_battle",
-    "sudoku",
-    "sudoku2",
-    "full_crosswords",
-    "symbolic_hard",
-]
 
 
 def verify(task: str, body: str, metadata: dict) -> bool:
     return TASKS[task].verify(body, metadata)
-
-
-def test_all_grid_tasks_registered():
-    assert sorted(n for n, t in TASKS.items() if t.category == "Grid") == sorted(GRID)
-
-
-@pytest.mark.parametrize("difficulty", DIFFICULTIES)
-@pytest.mark.parametrize("name", GRID)
-def test_gold_scores_one_and_corruptions_zero(name, difficulty):
-    task = TASKS[name]
-    for seed in range(50):
-        puzzle = task.generate(seed, difficulty)
-        assert puzzle.score(puzzle.answer) == 1.0, (name, difficulty, seed)
-        wrong = task.corruptions(puzzle, random.Random(seed))
-        assert len(wrong) >= 4
-        for body in wrong:
-            assert puzzle.score(format_answer(body)) == 0.0, (name, difficulty, seed, body)
-
-
-@pytest.mark.parametrize("name", GRID)
-def test_test_knobs_generate_solvable_items(name):
-    task = TASKS[name]
-    assert task.test_knobs
-    for knobs in task.test_knobs:
-        for seed in range(8):
-            puzzle = task.generate(seed, "medium", **knobs)
-            assert puzzle.score(puzzle.answer) == 1.0, (name, knobs, seed)
-
-
-@pytest.mark.parametrize("name", GRID)
-def test_garbage_and_huge_bodies_score_zero_quickly(name):
-    puzzle = TASKS[name].generate(3, "hard")
-    gold = puzzle.answer[len("<answer>") : -len("</answer>")]
-    bodies = ["", "no solution", "\x00\x01 ((((", "1 " * 500_000, gold * 200, "-" * 7000]
-    if "\n" in gold:
-        bodies.append(gold.replace("\n", " "))
-    start = time.perf_counter()
-    for body in bodies:
-        assert TASKS[name].verify(body, puzzle.metadata) is False
-        assert puzzle.score(format_answer(body)) == 0.0
-    assert time.perf_counter() - start < 0.5
-
-
-@pytest.mark.parametrize("name", GRID)
-def test_medium_generation_is_fast(name):
-    task = TASKS[name]
-    task.generate(0, "medium")  # warm caches (word list)
-    start = time.perf_counter()
-    for seed in range(20):
-        task.generate(seed, "medium")
-    assert (time.perf_counter() - start) / 20 < 0.05  # budget 20 ms; slack for a shared CI core
 
 
 def test_parse_grid_is_strict():

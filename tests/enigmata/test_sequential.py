@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from collections import deque
 
 import pytest
@@ -26,59 +25,10 @@ from datamodules.enigmata.sequential_moves import (
 from datamodules.enigmata.sequential_stack import run_operations, solve
 from lit_reason.answer import format_answer
 
-SEQUENTIAL = [
-    "twiddle",
-    "car_painting",
-    "stack_permutation",
-    "big_bench_symbolic",
-    "eight_puzzle",
-    "fifteen_puzzle",
-    "nine_puzzle",
-    "sixteen_puzzle",
-]
 
 
 def score(task: str, metadata: dict, body: str) -> bool:
     return TASKS[task].verify(body, metadata)
-
-
-def test_all_sequential_tasks_registered():
-    assert sorted(n for n, t in TASKS.items() if t.category == "Sequential") == sorted(SEQUENTIAL)
-
-
-@pytest.mark.parametrize("difficulty", DIFFICULTIES)
-@pytest.mark.parametrize("name", SEQUENTIAL)
-def test_gold_scores_one_and_corruptions_zero(name, difficulty):
-    task = TASKS[name]
-    for seed in range(50):
-        puzzle = task.generate(seed, difficulty)
-        assert puzzle.score(puzzle.answer) == 1.0, (name, difficulty, seed)
-        wrong = task.corruptions(puzzle, random.Random(seed))
-        assert len(wrong) >= 3
-        for body in wrong:
-            assert puzzle.score(format_answer(body)) == 0.0, (name, difficulty, seed, body)
-
-
-@pytest.mark.parametrize("name", SEQUENTIAL)
-def test_test_knobs(name):
-    task = TASKS[name]
-    assert task.test_knobs
-    for knobs in task.test_knobs:
-        for seed in range(10):
-            puzzle = task.generate(seed, "medium", **knobs)
-            assert puzzle.score(puzzle.answer) == 1.0, (name, knobs, seed)
-            for body in task.corruptions(puzzle, random.Random(seed)):
-                assert puzzle.score(format_answer(body)) == 0.0, (name, knobs, seed, body)
-
-
-@pytest.mark.parametrize("name", SEQUENTIAL)
-def test_garbage_and_huge_bodies_are_rejected_quickly(name):
-    task = TASKS[name]
-    puzzle = task.generate(0, "medium")
-    start = time.perf_counter()
-    for body in ["", "garbage", "[", "x" * 1_000_000, "U " * 500_000, "push " * 200_000, "[" + "1," * 300_000 + "1]"]:
-        assert task.verify(body, puzzle.metadata) is False
-    assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize("name", ["eight_puzzle", "fifteen_puzzle", "nine_puzzle", "stack_permutation"])

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from lit_reason.answer import format_answer
+
 from datamodules.enigmata import CATEGORIES, DIFFICULTIES, NO_SOLUTION, TASKS
 from lit_reason.answer import extract_answer
 
@@ -78,10 +80,18 @@ def test_registry_has_the_36_tasks_in_7_categories():
 
 
 @pytest.mark.parametrize("name, level", CASES, ids=CASE_IDS)
-def test_gold_answer_scores_one(name, level):
-    for puzzle in (TASKS[name].generate(seed, level) for seed in range(5)):
-        assert puzzle.score(puzzle.answer) == 1.0, (puzzle.metadata["seed"], puzzle.answer[:200])
-        assert (puzzle.task, puzzle.difficulty, puzzle.category) == (name, level, TASKS[name].category)
+def test_gold_scores_one_and_every_corruption_zero(name, level):
+    """50 items per task x difficulty: the gold completion scores 1, each task's own corruptions
+    (a wrong cell, an illegal move, a number not in the puzzle, a truncated answer...) score 0."""
+    task = TASKS[name]
+    for seed in range(50):
+        puzzle = task.generate(seed, level)
+        assert puzzle.score(puzzle.answer) == 1.0, (seed, puzzle.answer[:200])
+        assert (puzzle.task, puzzle.difficulty, puzzle.category) == (name, level, task.category)
+        wrong = task.corruptions(puzzle, random.Random(seed))
+        assert len(wrong) >= 3, f"{name}: only {len(wrong)} corruptions"
+        for body in wrong:
+            assert puzzle.score(format_answer(body)) == 0.0, (seed, body[:200])
 
 
 def hostile_completions(gold_body: str) -> dict[str, object]:
@@ -179,10 +189,13 @@ def test_no_duplicate_prompts_within_a_split(name, level):
 @pytest.mark.parametrize("name", list(TASKS))
 def test_every_test_knob_setting_generates_and_verifies(name):
     task = TASKS[name]
+    assert task.test_knobs, f"{name} declares no non-default knob settings to test"
     for knobs in task.test_knobs:
-        for seed in range(3):
+        for seed in range(8):
             puzzle = task.generate(seed, "medium", **knobs)
             assert puzzle.score(puzzle.answer) == 1.0, (knobs, seed)
+            for body in task.corruptions(puzzle, random.Random(seed)):
+                assert puzzle.score(format_answer(body)) == 0.0, (knobs, seed, body[:200])
 
 
 @pytest.mark.parametrize("name", list(TASKS))
