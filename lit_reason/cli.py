@@ -4,6 +4,7 @@
     lit-reason fit --model GRPO --data ToyDataModule --trainer.max_steps 10
     lit-reason fit --config X.yaml --print_config
     lit-reason gallery --task maze --difficulty hard -k 2
+    lit-reason export --ckpt runs/x/last.ckpt --out my-policy     # a save_pretrained directory
 
 Short class names work for everything imported here (``model: GRPO``, ``data: EnigmataDataModule``).
 """
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> None:
         from datamodules.enigmata.gallery import main as gallery_main
 
         raise SystemExit(gallery_main(argv[1:]))
+    if argv and argv[0] == "export":
+        from lit_reason.export import main as export_main
+
+        raise SystemExit(export_main(argv[1:]))
     LitReasonCLI(args=argv)
 
 

@@ -135,6 +135,20 @@ def load_policy(
     return LoadedPolicy(model, tokenizer, name_or_path)
 
 
+def _saved_as_generic_fast_tokenizer(path: str) -> bool:
+    """True for a directory whose tokenizer was saved as a plain tokenizers-backed class (our
+    character tokenizer, or any PreTrainedTokenizerFast) rather than a model-specific one."""
+    config = os.path.join(path, "tokenizer_config.json")
+    if not os.path.isfile(config):
+        return False
+    try:
+        with open(config) as f:
+            saved_class = json.load(f).get("tokenizer_class")
+    except (OSError, ValueError):
+        return False
+    return saved_class in ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
 def _not_found_message(name: str, what: str) -> str:
     where = "a local directory that exists but has no loadable files" if os.path.isdir(name) else "not a local directory"
     return (

@@ -29,6 +29,9 @@ def test_local_directory_round_trip(tmp_path):
     assert q.model.dtype == torch.bfloat16 and q.model.is_gradient_checkpointing
     for a, b in zip(p.model.state_dict().values(), q.model.state_dict().values()):
         torch.testing.assert_close(a.bfloat16(), b)
+    text = "a b  <answer>1 2</answer>\n"  # spaces and tags survive the reload
+    assert q.tokenizer(text, add_special_tokens=False)["input_ids"] == p.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert q.tokenizer.decode(q.tokenizer(text, add_special_tokens=False)["input_ids"]) == text
 
 
 def test_tokenizer_without_pad_uses_eos_and_without_both_fails(tmp_path):

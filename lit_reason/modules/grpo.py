@@ -9,12 +9,11 @@ and :meth:`policy_logits`). The math lives in :mod:`lit_reason.objectives`.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_reason import objectives as obj
