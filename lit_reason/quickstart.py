@@ -126,7 +126,7 @@ def evaluate(config_dir: Path, policy_dir: str, root: str, extra: list[str]) -> 
     report = training_report(cli.trainer)
     items = list(report.eval_items)
     if not items:
-        raise ValueError("the evaluation saw no held-out items: check data.eval_per_task in configs/quickstart/eval.yaml")
+        raise ValueError("the evaluation saw no held-out items: the test split of eval.yaml is empty (data.num_val / data.eval_per_task)")
     accuracy = mean([float((i["score"] or 0.0) >= 1.0) for i in items])
     return Evaluation(accuracy, items, report.output_dir(cli.trainer))
 
