@@ -110,8 +110,10 @@ def run_ours(args) -> dict:
 
 def run_trl(args) -> dict:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
+
+    from lit_reason.policy import load_tokenizer  # AutoTokenizer would drop the char tokenizer's spaces
 
     rows = [{"prompt": p.prompt, "letter": p.answer[0]} for p in problems(args.prompts * (args.steps + 2))]
 
@@ -128,7 +130,7 @@ def run_trl(args) -> dict:
     )
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=getattr(torch, args.dtype))
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=Dataset.from_list(rows),
-                          processing_class=AutoTokenizer.from_pretrained(args.model_dir))
+                          processing_class=load_tokenizer(args.model_dir))
     ends, tokens, gen_seconds = [], [], []
     generate = trainer._generate
 

@@ -64,6 +64,18 @@ class ProblemDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
 
+    # Lightning merges module and DataModule hparams for the loggers and raises on any shared name
+    # with different values (``seed``, ``prompt_format``, ...). The full config is saved next to the
+    # logs by LightningCLI anyway, so DataModules keep theirs out of that merge, whatever their
+    # subclasses' save_hyperparameters() sets.
+    @property
+    def _log_hyperparams(self) -> bool:
+        return False
+
+    @_log_hyperparams.setter
+    def _log_hyperparams(self, value: bool) -> None:
+        pass
+
     # Subclasses override these three.
     def train_dataset(self) -> Dataset:
         raise NotImplementedError

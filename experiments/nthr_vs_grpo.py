@@ -97,7 +97,7 @@ class Trace(L.Callback):
 def run(name: str, warm: dict, seed: int, steps: int, lr: float, probes: list) -> dict[str, float]:
     cls, extra = METHODS[name]
     L.seed_everything(seed)
-    module = cls(**COMMON, **extra, lr=lr, seed=seed)
+    module = cls(**COMMON, **extra, lr=lr, sampling_seed=seed)
     module.policy.load_state_dict(warm)
     monitor, trace = LLDMonitor(probes=probes, epsilon=0.0), Trace()
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

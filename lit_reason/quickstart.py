@@ -137,7 +137,7 @@ def run_seed(seed: int, method: str, out: Path, config_dir: Path, extra: dict[st
     seconds: dict[str, float] = {}
     # The seed moves initialisation, data order and sampling of the training runs; the held-out
     # evaluation keeps its config's seed so every seed is scored on the same items.
-    seed_args = ["--seed_everything", str(seed), "--model.init_args.seed", str(seed), "--data.init_args.seed", str(seed)]
+    seed_args = ["--seed_everything", str(seed), "--model.init_args.sampling_seed", str(seed), "--data.init_args.seed", str(seed)]
 
     start = time.perf_counter()
     sft_dir = str(base / "sft_policy")

@@ -56,3 +56,13 @@ def test_unknown_config_key_fails_before_training(tmp_path, capsys):
 def test_short_class_names_on_the_command_line(tmp_path):
     main(["fit", "--model=GRPO", "--model.num_generations=2", "--model.max_new_tokens=4", "--data=ToyDataModule",
           "--data.batch_size=2", "--data.val_size=0", *FAST, f"--trainer.default_root_dir={tmp_path}"])
+
+
+def test_default_loggers_accept_a_datamodule_with_its_own_seed(tmp_path):
+    """CSV + TensorBoard are on by default; Lightning merges module and data hparams for them, so
+    the module's generator seed must not share the DataModule's ``seed`` name."""
+    path = Path(__file__).parent.parent / "configs" / "math" / "synthetic.yaml"
+    main(["fit", "--config", str(path), "--data.init_args.seed=3", "--model.init_args.sampling_seed=5",
+          "--trainer.max_steps=1", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.num_sanity_val_steps=0",
+          "--trainer.limit_val_batches=0", "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}"])
+    assert list(tmp_path.rglob("metrics.csv")) and list(tmp_path.rglob("events.out.tfevents*"))

@@ -105,7 +105,7 @@ class RewardLog(L.Callback):
 def test_short_seeded_run_moves_lambda_keeps_rewards_finite_and_checkpoints(tmp_path):
     L.seed_everything(0)
     module = HRPO(model="tiny", num_generations=4, max_new_tokens=12, prompt_format="plain", delimiter="<answer>",
-                  lr=3e-3, gate_lr=1e-2, lambda_lr=5e-2, beta=0.005, seed=0)
+                  lr=3e-3, gate_lr=1e-2, lambda_lr=5e-2, beta=0.005, sampling_seed=0)
     lambda0 = module.gate.Lambda.detach().clone()
     w_i0 = module.gate.W_i.weight.detach().clone()
     weights0 = module.policy.get_input_embeddings().weight.detach().clone()
@@ -182,7 +182,7 @@ def _train(module, steps):
 
 
 def test_with_the_gate_shut_hrpo_trains_exactly_like_grpo():
-    common = dict(model="tiny", num_generations=4, max_new_tokens=12, prompt_format="plain", lr=3e-3, beta=0.005, seed=0)
+    common = dict(model="tiny", num_generations=4, max_new_tokens=12, prompt_format="plain", lr=3e-3, beta=0.005, sampling_seed=0)
     L.seed_everything(0)
     grpo = GRPO(**common)
     L.seed_everything(0)

@@ -124,7 +124,7 @@ def test_summed_group_advantages_normalises_each_source_then_sums():
 # ---------------------------------------------------------------------------- the module
 def _tiny(**kwargs) -> Intuitor:
     torch.manual_seed(0)
-    base = dict(model="tiny", num_generations=4, max_new_tokens=6, prompt_format="plain", seed=0)
+    base = dict(model="tiny", num_generations=4, max_new_tokens=6, prompt_format="plain", sampling_seed=0)
     return Intuitor(**{**base, **kwargs})
 
 

@@ -22,7 +22,7 @@ class EvenLengthData(ProblemDataModule):
 
 def tiny(cls=NTHR, **kw):
     torch.manual_seed(0)
-    args = dict(model="tiny", num_generations=4, max_new_tokens=6, prompt_format="plain", lr=1e-2, seed=0)
+    args = dict(model="tiny", num_generations=4, max_new_tokens=6, prompt_format="plain", lr=1e-2, sampling_seed=0)
     args.update(kw)
     return cls(**args)
 

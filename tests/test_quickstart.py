@@ -48,7 +48,7 @@ def test_configs_share_data_prompts_and_seed():
         model = cfg["model"]["init_args"]
         assert model["prompt_format"] == "plain", name  # the warm-up sees the RL prompts exactly
         assert model["max_prompt_length"] == configs["grpo.yaml"]["model"]["init_args"]["max_prompt_length"], name
-        assert model["seed"] == data["seed"], name  # Lightning refuses one hparam key with two values
+        assert model["sampling_seed"] == data["seed"], name  # one seed per quickstart run
         reports = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("TrainingReport")]
         assert len(reports) == 1, name
     assert all(d == datas[0] for d in datas)

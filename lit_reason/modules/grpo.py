@@ -55,8 +55,9 @@ class GRPO(L.LightningModule):
         max_grad_norm: gradient clipping by global norm (0 = off).
         val_temperature, val_num_samples, val_max_new_tokens: evaluation sampling (greedy by default).
         logprob_chunk_size: positions per float32 chunk when turning logits into log-probs.
-        seed: base seed of the sampling generator (default: the global seed); rollout i is drawn
-            from a generator seeded by (seed, global step, rank), so resumed runs re-draw the same.
+        sampling_seed: base seed of the sampling generator (default: the global seed); rollout i is
+            drawn from a generator seeded by (seed, global step, rank), so resumed runs re-draw the
+            same. (Not called ``seed``: a DataModule's ``seed`` would clash in the loggers' hparams.)
         fast_generation: on CUDA, sample with the static-cache, CUDA-graph engine
             (:mod:`lit_reason.fast_rollout`); the CPU path is the plain engine either way.
         ref_quantization: store the frozen reference (beta != 0) in ``8bit`` or ``nf4`` weights via
@@ -100,7 +101,7 @@ class GRPO(L.LightningModule):
         val_num_samples: int = 1,
         val_max_new_tokens: int | None = None,
         logprob_chunk_size: int = 1024,
-        seed: int | None = None,
+        sampling_seed: int | None = None,
         fast_generation: bool = True,
         ref_quantization: str | None = None,
     ) -> None:
@@ -242,7 +243,7 @@ class GRPO(L.LightningModule):
         return ids, mask
 
     def sampling_generator(self, salt: int = 0) -> torch.Generator:
-        base = self.hparams.seed if self.hparams.seed is not None else torch.initial_seed() % (2**31)
+        base = self.hparams.sampling_seed if self.hparams.sampling_seed is not None else torch.initial_seed() % (2**31)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(hash((int(base), int(self.global_step), int(self.global_rank), salt)) % (2**63))
         return gen

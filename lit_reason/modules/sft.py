@@ -72,7 +72,7 @@ class SFT(GRPO):
         val_temperature, val_num_samples: evaluation sampling (greedy, one sample by default).
         export_dir: where ``save_pretrained`` writes the policy and tokenizer after ``fit``
             (None: no export). Load it with ``model: <export_dir>`` in a GRPO config.
-        seed: base seed of evaluation sampling (only used when ``val_temperature > 0``).
+        sampling_seed: base seed of evaluation sampling (only used when ``val_temperature > 0``).
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class SFT(GRPO):
         val_temperature: float = 0.0,
         val_num_samples: int = 1,
         export_dir: str | None = None,
-        seed: int | None = None,
+        sampling_seed: int | None = None,
     ) -> None:
         if max_length < 2:
             raise ValueError(f"model.max_length must be >= 2 (prompt + answer tokens), got {max_length}")
@@ -105,7 +105,7 @@ class SFT(GRPO):
             lr=lr, weight_decay=weight_decay, optimizer=optimizer, warmup_steps=warmup_steps,
             warmup_ratio=warmup_ratio, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
             val_temperature=val_temperature, val_num_samples=val_num_samples, val_max_new_tokens=val_max_new_tokens,
-            seed=seed,
+            sampling_seed=sampling_seed,
         )
         # What save_hyperparameters() stores when GRPO.__init__ calls it (see below).
         self._sft_hparams = {**grpo_defaults(), **rl_settings, "max_length": max_length, "export_dir": export_dir}
