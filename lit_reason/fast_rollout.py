@@ -137,11 +137,4 @@ class StaticCacheRolloutEngine(RolloutEngine):
             positions = positions + 1
 
         width = max(int(mask_out.sum(-1).max()), 1)  # the plain engine stops at the last row's end
-        completion_ids, completion_mask, logprobs = tokens_out[:, :width], mask_out[:, :width], logps_out[:, :width]
-        texts = self.tokenizer.batch_decode(
-            [row[: int(m.sum())].tolist() for row, m in zip(completion_ids, completion_mask)], skip_special_tokens=True
-        )
-        rollout = Rollout(prompt_ids, prompt_mask.long(), completion_ids, completion_mask, logprobs, ~done, texts,
-                          time.perf_counter() - start)
-        self.finish(rollout, state)
-        return rollout
+        return self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, width, start, state)

@@ -225,7 +225,12 @@ class RolloutEngine:
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_pos = next_pos + 1
 
-        completion_ids, completion_mask, logprobs = tokens_out[:, :steps], mask_out[:, :steps], logps_out[:, :steps]
+        return self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, steps, start, state)
+
+    def assemble(self, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor, logps: Tensor,
+                 done: Tensor, width: int, start: float, state: dict) -> Rollout:
+        """Pack the decoding buffers (cut to ``width`` positions) into a Rollout and call :meth:`finish`."""
+        completion_ids, completion_mask, logprobs = tokens[:, :width], mask[:, :width], logps[:, :width]
         texts = self.tokenizer.batch_decode(
             [row[: int(m.sum())].tolist() for row, m in zip(completion_ids, completion_mask)], skip_special_tokens=True
         )
