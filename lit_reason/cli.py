@@ -47,6 +47,7 @@ class LitReasonCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "gallery":
         from datamodules.enigmata.gallery import main as gallery_main
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         from lit_reason.export import main as export_main
 
         raise SystemExit(export_main(argv[1:]))
-    LitReasonCLI(args=argv)
+    LitReasonCLI(args=None if from_command_line else argv)  # None: LightningCLI reads sys.argv itself
 
 
 if __name__ == "__main__":
