@@ -13,7 +13,6 @@ It also holds the exact "can these numbers reach the target" solver used at gene
 from __future__ import annotations
 
 from fractions import Fraction
-from itertools import combinations
 
 #: Longest expression text accepted (a 7-number countdown answer is ~40 characters).
 MAX_EXPRESSION_CHARS = 256

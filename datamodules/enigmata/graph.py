@@ -12,6 +12,7 @@ from collections import deque
 
 from datamodules.enigmata.base import NO_SOLUTION, Puzzle, Task, register
 from datamodules.enigmata.search_parsing import (
+    format_coordinates,
     is_no_solution,
     parse_coordinates,
     parse_int_sequence,
@@ -439,7 +440,7 @@ class Maze(Task):
         walls = ["".join("#" if (r, c) in blocked else "." for c in range(n)) for r in range(n)]
         path = maze_shortest_path(walls)
         solvable = path is not None
-        answer = " ".join(f"({r + 1},{c + 1})" for r, c in path) if solvable else NO_SOLUTION
+        answer = format_coordinates(path) if solvable else NO_SOLUTION
         question = (
             f"A {n}x{n} maze is shown below, '.' is an open cell and '#' a wall. Rows are numbered 1 to {n} "
             f"from the top, columns 1 to {n} from the left.\n"

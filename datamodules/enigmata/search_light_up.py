@@ -10,7 +10,7 @@ of the black cells then shows its bulb count. Any valid placement is accepted.
 from __future__ import annotations
 
 from datamodules.enigmata.base import Task, register
-from datamodules.enigmata.search_parsing import parse_coordinates
+from datamodules.enigmata.search_parsing import format_coordinates, parse_coordinates
 from lit_reason.answer import extract_answer
 
 ORTHOGONAL = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -51,10 +51,6 @@ def check_light_up(grid: list[str], bulbs: list[tuple[int, int]]) -> bool:
                 if count != int(grid[r][c]):
                     return False
     return True
-
-
-def _format(cells) -> str:
-    return " ".join(f"({r + 1},{c + 1})" for r, c in sorted(cells))
 
 
 @register
@@ -98,7 +94,7 @@ class LightUp(Task):
             "Answer with the bulb cells as (row,column) pairs separated by spaces, for example (1,2) (3,5) ... . "
             "Any placement obeying all rules is accepted."
         )
-        return question, _format(bulbs), {"grid": grid}
+        return question, format_coordinates(sorted(bulbs)), {"grid": grid}
 
     def verify(self, answer, metadata):
         grid = metadata["grid"]
@@ -111,9 +107,9 @@ class LightUp(Task):
         bulbs = [(r - 1, c - 1) for r, c in parse_coordinates(extract_answer(puzzle.answer), n * n)]
         others = [(r, c) for r in range(n) for c in range(n) if grid[r][c] == "." and (r, c) not in bulbs]
         blacks = [(r, c) for r in range(n) for c in range(n) if grid[r][c] != "."]
-        out = [_format(bulbs[1:])]  # the removed bulb's cell is lit by no other bulb
+        out = [format_coordinates(sorted(bulbs[1:]))]  # the removed bulb's cell is lit by no other bulb
         if others:
-            out.append(_format([*bulbs, rng.choice(others)]))  # every white cell is lit, so it sees a bulb
+            out.append(format_coordinates(sorted([*bulbs, rng.choice(others)])))  # every white cell is lit, so it sees a bulb
         if blacks:
-            out.append(_format([*bulbs, rng.choice(blacks)]))  # a bulb on a black cell
+            out.append(format_coordinates(sorted([*bulbs, rng.choice(blacks)])))  # a bulb on a black cell
         return out

@@ -11,7 +11,7 @@ mine coordinates, stays short enough for a small model; mine densities follow En
 from __future__ import annotations
 
 from datamodules.enigmata.base import Task, register
-from datamodules.enigmata.search_parsing import parse_coordinates
+from datamodules.enigmata.search_parsing import format_coordinates, parse_coordinates
 from lit_reason.answer import extract_answer
 
 
@@ -37,10 +37,6 @@ def check_mines(board: list[str], mines: list[tuple[int, int]], total: int) -> b
             if board[r][c] != "?" and int(board[r][c]) != sum(cell in placed for cell in neighbours(n, r, c)):
                 return False
     return True
-
-
-def _format(cells) -> str:
-    return " ".join(f"({r + 1},{c + 1})" for r, c in sorted(cells))
 
 
 @register
@@ -76,7 +72,7 @@ class Minesweeper(Task):
             "the mine cells as (row,column) pairs separated by spaces, for example (1,3) (4,2) ... . Any placement "
             "consistent with all digits and the mine count is accepted."
         )
-        return question, _format(mines), {"board": board, "mines": len(mines)}
+        return question, format_coordinates(sorted(mines)), {"board": board, "mines": len(mines)}
 
     def verify(self, answer, metadata):
         board = metadata["board"]
@@ -91,9 +87,9 @@ class Minesweeper(Task):
         mines = [(r - 1, c - 1) for r, c in parse_coordinates(extract_answer(puzzle.answer), n * n)]
         revealed = [(r, c) for r in range(n) for c in range(n) if board[r][c] != "?"]
         spare = [(r, c) for r in range(n) for c in range(n) if board[r][c] == "?" and (r, c) not in mines]
-        out = [_format(mines[:-1]), _format(mines) + f" ({mines[0][0] + 1},{mines[0][1] + 1})", _format([*mines[:-1], (n, 0)])]
+        out = [format_coordinates(sorted(mines[:-1])), format_coordinates(sorted(mines)) + " " + format_coordinates([mines[0]]), format_coordinates(sorted([*mines[:-1], (n, 0)]))]
         if revealed:
-            out.append(_format([*mines[:-1], rng.choice(revealed)]))  # a mine on a revealed cell
+            out.append(format_coordinates(sorted([*mines[:-1], rng.choice(revealed)])))  # a mine on a revealed cell
         if spare:
-            out.append(_format([*mines, rng.choice(spare)]))  # one mine too many
+            out.append(format_coordinates(sorted([*mines, rng.choice(spare)])))  # one mine too many
         return out

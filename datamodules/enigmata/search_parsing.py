@@ -48,6 +48,11 @@ def parse_coordinates(body: str, max_pairs: int) -> list[tuple[int, int]] | None
         pairs.append((numbers[0], numbers[1]))
 
 
+def format_coordinates(cells) -> str:
+    """The inverse of :func:`parse_coordinates`: 0-based ``(row, col)`` cells as ``(r,c)`` 1-based, in order."""
+    return " ".join(f"({r + 1},{c + 1})" for r, c in cells)
+
+
 def parse_int_sequence(body: str, max_items: int) -> list[int] | None:
     """Parse non-negative integers separated by whitespace, commas or ``->`` (node sequences)."""
     if not isinstance(body, str) or len(body) > max_items * 8 + 8:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from datamodules.enigmata.base import Task, register
-from datamodules.enigmata.search_parsing import parse_coordinates
+from datamodules.enigmata.search_parsing import format_coordinates, parse_coordinates
 from lit_reason.answer import extract_answer
 
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
@@ -84,7 +84,7 @@ class TicTacToe(Task):
             "Answer with the cell as (row,column), for example (2,3). Any optimal move is accepted."
         )
         r, c = divmod(best[0], 3)
-        return question, f"({r + 1},{c + 1})", {"board": board}
+        return question, format_coordinates([(r, c)]), {"board": board}
 
     def verify(self, answer, metadata):
         board = metadata["board"]
