@@ -22,6 +22,11 @@ from lit_reason.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
 from lit_reason.problem import safe_score
 
 DIFFICULTIES = ("easy", "medium", "hard")
+#: ``full``: the Enigmata prompt (rules, instance, answer format, answer instruction).
+#: ``compact``: the task name and the bare instance, for tiny models trained on a few tasks: the
+#: rules and the answer format are the same for every item of a task, so they carry nothing the
+#: name does not, while costing a character-level model hundreds of positions to read past.
+PROMPT_STYLES = ("full", "compact")
 #: The one answer body that says "this instance has no solution" (game24, maze, puzzles, ...).
 NO_SOLUTION = "no solution"
 
@@ -67,6 +72,15 @@ class Task:
         body = extract_answer(puzzle.answer) or ""
         return [body[: len(body) // 2]] if len(body) > 1 else []
 
+    def compact_question(self, metadata: dict) -> str | None:
+        """The bare instance for ``prompt_style="compact"`` (a grid, numbers), or None when the task
+        has no compact form (its instance cannot be read without the rule text)."""
+        return None
+
+    @property
+    def has_compact_prompt(self) -> bool:
+        return type(self).compact_question is not Task.compact_question
+
     #: Non-default knob settings the tests also run (each merged over the medium preset).
     test_knobs: ClassVar[list[dict[str, Any]]] = []
 
@@ -81,17 +95,33 @@ class Task:
         knobs.update(overrides)
         return knobs
 
-    def generate(self, seed: int, difficulty: str = "medium", **overrides: Any) -> Puzzle:
+    def generate(self, seed: int, difficulty: str = "medium", prompt_style: str = "full", **overrides: Any) -> Puzzle:
+        """Item ``seed`` at ``difficulty``; the prompt style changes the prompt only (same instance,
+        answer and verifier)."""
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt_style {prompt_style!r}; choose one of {', '.join(PROMPT_STYLES)}")
         knobs = self.knobs(difficulty, **overrides)
         rng = random.Random(f"enigmata/{self.name}/{difficulty}/{seed}")
         question, answer_body, metadata = self.build(rng, **knobs)
         metadata = {**metadata, "task": self.name, "category": self.category, "difficulty": difficulty, "seed": seed}
-        prompt = f"{question.rstrip()}\n\n{ANSWER_INSTRUCTION}"
+        if prompt_style == "compact":
+            compact = self.compact_question(metadata)
+            if compact is None:
+                raise ValueError(f"task {self.name!r} has no compact prompt; use prompt_style full "
+                                 f"(tasks with one: {', '.join(compact_tasks())})")
+            prompt = f"{self.name}\n{compact.strip()}\n"
+        else:
+            prompt = f"{question.rstrip()}\n\n{ANSWER_INSTRUCTION}"
         return Puzzle(self.name, self.category, difficulty, prompt, format_answer(answer_body), metadata)
 
 
 #: name -> task instance; filled by :func:`register` as the category modules are imported.
 TASKS: dict[str, Task] = {}
+
+
+def compact_tasks() -> list[str]:
+    """Names of the registered tasks that have a compact prompt."""
+    return [name for name, task in TASKS.items() if task.has_compact_prompt]
 
 
 def register(cls: type[Task]) -> type[Task]:

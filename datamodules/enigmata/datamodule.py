@@ -172,8 +172,10 @@ class CurriculumState:
 class TrainStream:
     """``i -> Puzzle`` for the train split; picklable (DataLoader workers get a copy)."""
 
-    def __init__(self, seed: int, stages: list[Stage], state: CurriculumState, knobs: dict[str, dict], eval_hashes: frozenset[bytes]) -> None:
+    def __init__(self, seed: int, stages: list[Stage], state: CurriculumState, knobs: dict[str, dict],
+                 eval_hashes: frozenset[bytes], prompt_style: str = "full") -> None:
         self.seed, self.stages, self.state, self.knobs, self.eval_hashes = seed, stages, state, knobs, eval_hashes
+        self.prompt_style = prompt_style
         self._cache: OrderedDict[tuple, Puzzle] = OrderedDict()
         self.redraws = 0  # how many draws were re-drawn for colliding with the eval set
 
@@ -187,7 +189,7 @@ class TrainStream:
             self._cache.move_to_end(key)
             return self._cache[key]
         for _ in range(MAX_REDRAWS):
-            puzzle = base.TASKS[task].generate(rng.getrandbits(62), level, **self.knobs.get(task, {}))
+            puzzle = base.TASKS[task].generate(rng.getrandbits(62), level, self.prompt_style, **self.knobs.get(task, {}))
             if prompt_hash(puzzle.prompt) not in self.eval_hashes:
                 break
             self.redraws += 1
@@ -202,7 +204,8 @@ class TrainStream:
         return puzzle
 
 
-def build_eval_items(names: list[str], difficulties: list[str], per_task: int, knobs: dict[str, dict]) -> list[Puzzle]:
+def build_eval_items(names: list[str], difficulties: list[str], per_task: int, knobs: dict[str, dict],
+                     prompt_style: str = "full") -> list[Puzzle]:
     """``per_task`` distinct puzzles per task x difficulty from seeds -1, -2, ... (a fixed benchmark:
     it does not depend on the training seed, so runs are comparable). A task x difficulty whose
     space runs out before ``per_task`` distinct prompts (twiddle easy has ~16 boards) keeps only
@@ -214,7 +217,7 @@ def build_eval_items(names: list[str], difficulties: list[str], per_task: int, k
         for level in difficulties:
             got, seed, mine = 0, -1, []
             while got < per_task and -seed <= 4 * per_task + 16:
-                puzzle = task.generate(seed, level, **knobs.get(name, {}))
+                puzzle = task.generate(seed, level, prompt_style, **knobs.get(name, {}))
                 seed -= 1
                 digest = prompt_hash(puzzle.prompt)
                 if digest in seen:
@@ -247,6 +250,8 @@ class EnigmataDataModule(ProblemDataModule):
             curriculum callback sees accuracy >= ``until_accuracy``; the last stage may have
             neither. Advanced by ``callbacks.DifficultyCurriculum``.
         knobs: task name -> knob overrides applied over every preset (e.g. ``{maze: {size: 7}}``).
+        prompt_style: ``full`` (the Enigmata prompt) or ``compact`` (task name + bare instance, for
+            tiny models; only tasks with a compact form, see ``base.compact_tasks()``).
         batch_size / val_batch_size / num_workers: as in :class:`ProblemDataModule`.
     """
 
@@ -263,6 +268,7 @@ class EnigmataDataModule(ProblemDataModule):
         seed: int = 0,
         stages: list[dict] | None = None,
         knobs: dict[str, dict] | None = None,
+        prompt_style: str = "full",
         batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -290,6 +296,7 @@ class EnigmataDataModule(ProblemDataModule):
             self.universe = select_tasks(tasks, categories)
             self.stages = [Stage("mix", Mix.from_weights(mix_weights(self.universe, weights, balance)))]
         self.knobs = self._check_knobs(knobs or {})
+        self.prompt_style = self._check_prompt_style(prompt_style)
         self.state = CurriculumState(levels=resolve_levels(difficulty, self.universe, "data.difficulty"))
         self.state.levels.update(self.stages[0].difficulty)
         self._eval: list[Puzzle] | None = None
@@ -314,6 +321,15 @@ class EnigmataDataModule(ProblemDataModule):
         if until is not None and not (isinstance(until, (int, float)) and 0 <= until <= 1):
             raise ValueError(f"{where}.until_accuracy must be a number in [0, 1], got {until!r}")
         return Stage(str(spec.get("name", f"stage{index}")), mix, levels, steps, None if until is None else float(until))
+
+    def _check_prompt_style(self, style: str) -> str:
+        if style not in base.PROMPT_STYLES:
+            raise ValueError(f"data.prompt_style: unknown style {style!r}; choose one of {', '.join(base.PROMPT_STYLES)}")
+        lacking = [n for n in self.universe if style == "compact" and not base.TASKS[n].has_compact_prompt]
+        if lacking:
+            raise ValueError(f"data.prompt_style compact: task(s) {', '.join(lacking)} have no compact prompt; "
+                             f"use prompt_style full or train on tasks with one ({', '.join(base.compact_tasks())})")
+        return style
 
     def _check_knobs(self, knobs: dict[str, dict]) -> dict[str, dict]:
         for name, overrides in knobs.items():
@@ -403,13 +419,13 @@ class EnigmataDataModule(ProblemDataModule):
     # ---- datasets ------------------------------------------------------------------------
     def eval_items(self) -> list[Puzzle]:
         if self._eval is None:
-            self._eval = build_eval_items(self.universe, self.eval_difficulties, self.eval_per_task, self.knobs)
+            self._eval = build_eval_items(self.universe, self.eval_difficulties, self.eval_per_task, self.knobs, self.prompt_style)
         return self._eval
 
     def train_stream(self) -> TrainStream:
         if self._train is None:
             hashes = frozenset(prompt_hash(p.prompt) for p in self.eval_items())
-            self._train = TrainStream(self.seed, self.stages, self.state, self.knobs, hashes)
+            self._train = TrainStream(self.seed, self.stages, self.state, self.knobs, hashes, self.prompt_style)
         return self._train
 
     def setup(self, stage: str | None = None) -> None:

@@ -118,6 +118,9 @@ class MagicSquare(Task):
         )
         return question, format_grid(solution), {"puzzle": puzzle}
 
+    def compact_question(self, metadata: dict) -> str:
+        return format_grid([[v if v else BLANK for v in row] for row in metadata["puzzle"]])
+
     def verify(self, answer: str, metadata: dict) -> bool:
         puzzle = metadata["puzzle"]
         n = len(puzzle)

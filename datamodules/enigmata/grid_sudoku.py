@@ -135,6 +135,9 @@ class _SudokuBase(Task):
         )
         return question, format_grid(solution), {"puzzle": puzzle, "box": self.box}
 
+    def compact_question(self, metadata: dict) -> str:
+        return format_grid([[BLANK if v == 0 else v for v in row] for row in metadata["puzzle"]])
+
     def verify(self, answer: str, metadata: dict) -> bool:
         box = metadata["box"]
         n = box * box

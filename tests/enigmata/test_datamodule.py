@@ -360,3 +360,38 @@ def test_small_instance_spaces_leave_training_puzzles():
     eval_hashes = {prompt_hash(p.prompt) for p in dm.val_dataset()}
     train = [dm.train_dataset()[i] for i in range(64)]
     assert not eval_hashes & {prompt_hash(p.prompt) for p in train}
+
+
+# ---- compact prompts -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["sudoku2", "sudoku", "magic_square"])
+def test_compact_prompt_is_the_same_instance_without_rule_text(name):
+    task = base.TASKS[name]
+    for seed in range(20):
+        full, compact = task.generate(seed, "medium"), task.generate(seed, "medium", "compact")
+        assert (compact.answer, compact.metadata) == (full.answer, full.metadata)
+        lines = compact.prompt.splitlines()
+        assert lines[0] == name and compact.prompt.endswith("\n")
+        # The grid rows in the compact prompt are exactly the rows the full prompt shows.
+        assert "\n".join(lines[1:]) in full.prompt
+        assert len(compact.prompt) < len(full.prompt) / 3
+        assert compact.score(compact.answer) == 1.0
+
+
+def test_compact_prompt_reaches_both_splits_and_keeps_them_disjoint():
+    dm = EnigmataDataModule(tasks=["sudoku2"], prompt_style="compact", difficulty="medium",
+                            eval_difficulties=["medium"], eval_per_task=64, train_size=500)
+    eval_prompts = {p.prompt for p in dm.eval_items()}
+    train_prompts = [dm.train_dataset()[i].prompt for i in range(500)]
+    assert len(eval_prompts) == 64
+    assert all(p.startswith("sudoku2\n") for p in eval_prompts | set(train_prompts))
+    assert not eval_prompts & set(train_prompts)
+
+
+def test_compact_prompt_needs_tasks_that_have_one():
+    assert {"sudoku", "sudoku2", "magic_square"} <= set(base.compact_tasks())
+    with pytest.raises(ValueError, match="maze have no compact prompt; use prompt_style full"):
+        EnigmataDataModule(tasks=["sudoku2", "maze"], prompt_style="compact", eval_per_task=0)
+    with pytest.raises(ValueError, match="unknown style 'short'"):
+        EnigmataDataModule(tasks=["sudoku2"], prompt_style="short", eval_per_task=0)
+    with pytest.raises(ValueError, match="'maze' has no compact prompt"):
+        base.TASKS["maze"].generate(0, "easy", "compact")
