@@ -17,6 +17,10 @@ from lit_reason.problem import TextProblem
 
 def test_pack_example_cuts_the_prompt_from_the_left_first():
     assert pack_example([1, 2, 3], [7, 8], 10) == ([1, 2, 3, 7, 8], 3)
+    # A prompt that fits, but is longer than half the free room, is kept whole (a negative slice
+    # start used to keep only its tail).
+    assert pack_example([1, 2, 3], [7], 5) == ([1, 2, 3, 7], 3)
+    assert pack_example(list(range(40)), [7] * 34, 112) == (list(range(40)) + [7] * 34, 40)
     assert pack_example([1, 2, 3], [7, 8], 4) == ([2, 3, 7, 8], 2)
     assert pack_example([1, 2, 3], [7, 8], 2) == ([7, 8], 0)
     assert pack_example([1, 2, 3], [7, 8, 9], 2) == ([7, 8], 0)  # only an over-long answer loses its tail

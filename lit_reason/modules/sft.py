@@ -36,7 +36,7 @@ def pack_example(prompt_ids: list[int], answer_ids: list[int], max_length: int) 
     """
     answer = answer_ids[:max_length]
     room = max_length - len(answer)
-    prompt = prompt_ids[len(prompt_ids) - room:] if room > 0 else []
+    prompt = prompt_ids[max(0, len(prompt_ids) - room):] if room > 0 else []
     return prompt + answer, len(prompt)
 
 
