@@ -247,7 +247,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rl-steps", type=int, help="override trainer.max_steps of the RL run")
     parser.add_argument("--extra", action="append", default=[], metavar="PHASE:ARG",
                         help="one more lit-reason argument for a phase (sft, rl or eval), e.g. "
-                             "'eval:--data.init_args.num_val=32'; repeatable")
+                             "'eval:--data.init_args.eval_per_task=32'; repeatable")
     return parser.parse_args(argv)
 
 

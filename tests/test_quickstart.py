@@ -13,7 +13,7 @@ from lit_reason import quickstart as qs
 
 CONFIGS = Path(qs.CONFIG_DIR)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SFT_STEPS, RL_STEPS = 300, 40  # the shortened run: same configs and code path, fewer steps
+SFT_STEPS, RL_STEPS = 1000, 40  # the shortened run: same configs and code path, fewer steps
 
 
 def test_paired_gain_ci_by_hand():
@@ -40,10 +40,11 @@ def _load(name):
 
 def test_configs_share_data_prompts_and_seed():
     configs = {n: _load(n) for n in ("sft.yaml", "grpo.yaml", "intuitor.yaml", "eval.yaml")}
-    datas = []
+    datas, levels = [], {}
     for name, cfg in configs.items():
         data = dict(cfg["data"]["init_args"])
         data.pop("batch_size")  # prompts per step differ between SFT and RL
+        levels[name] = data.pop("difficulty")  # the warm-up trains on easier items on purpose
         datas.append((cfg["data"]["class_path"], data))
         model = cfg["model"]["init_args"]
         assert model["prompt_format"] == "plain", name  # the warm-up sees the RL prompts exactly
@@ -52,6 +53,7 @@ def test_configs_share_data_prompts_and_seed():
         reports = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("TrainingReport")]
         assert len(reports) == 1, name
     assert all(d == datas[0] for d in datas)
+    assert levels["grpo.yaml"] == levels["intuitor.yaml"] == levels["eval.yaml"]  # RL trains on what is scored
     assert configs["eval.yaml"]["model"]["init_args"]["val_temperature"] == 0.0
     assert configs["intuitor.yaml"]["model"]["init_args"]["rewards"]["correct"] == 0.0  # labels only monitored
     data = datas[0][1]
@@ -69,7 +71,7 @@ def _png_ok(path):
 def test_shortened_quickstart_reward_rises_and_report_is_written(tmp_path):
     out = tmp_path / "qs"
     results = qs.main(["--out", str(out), "--sft-steps", str(SFT_STEPS), "--rl-steps", str(RL_STEPS),
-                       "--extra", "eval:--data.init_args.num_val=12"])
+                       "--extra", "eval:--data.init_args.eval_per_task=12"])
     (result,) = results
     assert len(result.before.items) == len(result.after.items) == 12
 
