@@ -325,8 +325,8 @@ class EnigmataDataModule(ProblemDataModule):
     def _check_prompt_style(self, style: str) -> str:
         if style not in base.PROMPT_STYLES:
             raise ValueError(f"data.prompt_style: unknown style {style!r}; choose one of {', '.join(base.PROMPT_STYLES)}")
-        lacking = [n for n in self.universe if style == "compact" and not base.TASKS[n].has_compact_prompt]
-        if lacking:
+        lacking = [n for n in self.universe if not base.TASKS[n].has_compact_prompt]
+        if style == "compact" and lacking:
             raise ValueError(f"data.prompt_style compact: task(s) {', '.join(lacking)} have no compact prompt; "
                              f"use prompt_style full or train on tasks with one ({', '.join(base.compact_tasks())})")
         return style

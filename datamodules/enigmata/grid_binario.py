@@ -13,7 +13,7 @@ import random
 from functools import lru_cache
 
 from datamodules.enigmata.base import Task, register
-from datamodules.enigmata.grid_common import GRID_FORMAT, format_grid, gold_body, grid_corruptions, parse_grid
+from datamodules.enigmata.grid_common import GRID_FORMAT, format_grid, format_puzzle, gold_body, grid_corruptions, parse_grid
 
 BLANK = "_"
 
@@ -103,7 +103,7 @@ class Binario(Task):
         cells = size * size
         holes = set(rng.sample(range(cells), round(cells * blank_fraction)))
         puzzle = [[-1 if r * size + c in holes else solution[r][c] for c in range(size)] for r in range(size)]
-        shown = format_grid([[BLANK if v < 0 else v for v in row] for row in puzzle])
+        shown = format_puzzle(puzzle, empty=-1, blank=BLANK)
         unique_rule = " No two rows may be identical, and no two columns may be identical." if unique_lines else ""
         question = (
             f"Solve this {size}x{size} binary puzzle. Fill every blank cell ({BLANK}) with 0 or 1 so that: "

@@ -17,6 +17,11 @@ def format_grid(rows: Iterable[Iterable[object]]) -> str:
     return "\n".join(" ".join(str(cell) for cell in row) for row in rows)
 
 
+def format_puzzle(puzzle: Iterable[Iterable[int]], empty: int = 0, blank: str = "_") -> str:
+    """Render a puzzle grid whose cells equal to ``empty`` are unknown, shown as ``blank``."""
+    return format_grid([[blank if v == empty else v for v in row] for row in puzzle])
+
+
 def parse_grid(body: str, n_rows: int, n_cols: int, allowed: Iterable[str], max_token_len: int = 3) -> list[list[str]] | None:
     """Return the grid of tokens, or None when ``body`` is not an ``n_rows`` x ``n_cols`` grid of
     ``allowed`` tokens. The size check comes first, so a huge body costs nothing."""

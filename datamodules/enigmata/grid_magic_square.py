@@ -17,7 +17,7 @@ import itertools
 import random
 
 from datamodules.enigmata.base import Task, register
-from datamodules.enigmata.grid_common import GRID_FORMAT, format_grid, gold_body, grid_corruptions, parse_int_grid
+from datamodules.enigmata.grid_common import GRID_FORMAT, format_grid, format_puzzle, gold_body, grid_corruptions, parse_int_grid
 
 BLANK = "_"
 
@@ -109,7 +109,7 @@ class MagicSquare(Task):
         solution = random_magic_square(rng, size)
         shown_cells = set(rng.sample(range(size * size), min(givens, size * size)))
         puzzle = [[solution[r][c] if r * size + c in shown_cells else 0 for c in range(size)] for r in range(size)]
-        shown = format_grid([[v if v else BLANK for v in row] for row in puzzle])
+        shown = format_puzzle(puzzle, blank=BLANK)
         question = (
             f"Complete this {size}x{size} magic square. Fill every blank cell ({BLANK}) so that the numbers 1 to "
             f"{size * size} each appear exactly once, and every row, every column and both main diagonals sum to "
@@ -119,7 +119,7 @@ class MagicSquare(Task):
         return question, format_grid(solution), {"puzzle": puzzle}
 
     def compact_question(self, metadata: dict) -> str:
-        return format_grid([[v if v else BLANK for v in row] for row in metadata["puzzle"]])
+        return format_puzzle(metadata["puzzle"], blank=BLANK)
 
     def verify(self, answer: str, metadata: dict) -> bool:
         puzzle = metadata["puzzle"]

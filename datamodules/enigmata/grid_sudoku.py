@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from datamodules.enigmata.base import Task, register
-from datamodules.enigmata.grid_common import GRID_FORMAT, format_grid, gold_body, grid_corruptions, parse_int_grid
+from datamodules.enigmata.grid_common import GRID_FORMAT, format_grid, format_puzzle, gold_body, grid_corruptions, parse_int_grid
 
 BLANK = "_"
 
@@ -126,7 +126,7 @@ class _SudokuBase(Task):
         blanks = rng.randint(blanks_min, min(blanks_max, n * n))
         holes = set(rng.sample(range(n * n), blanks))
         puzzle = [[0 if r * n + c in holes else solution[r][c] for c in range(n)] for r in range(n)]
-        shown = format_grid([[BLANK if v == 0 else v for v in row] for row in puzzle])
+        shown = format_puzzle(puzzle, blank=BLANK)
         question = (
             f"Solve this {n}x{n} sudoku. Fill every blank cell ({BLANK}) with a digit from 1 to {n} so that "
             f"every row, every column and every {self.box}x{self.box} box contains each digit from 1 to {n} exactly once. "
@@ -136,7 +136,7 @@ class _SudokuBase(Task):
         return question, format_grid(solution), {"puzzle": puzzle, "box": self.box}
 
     def compact_question(self, metadata: dict) -> str:
-        return format_grid([[BLANK if v == 0 else v for v in row] for row in metadata["puzzle"]])
+        return format_puzzle(metadata["puzzle"], blank=BLANK)
 
     def verify(self, answer: str, metadata: dict) -> bool:
         box = metadata["box"]
