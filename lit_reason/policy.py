@@ -14,6 +14,7 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PretrainedConfig, PreTrainedModel,
                           PreTrainedTokenizerFast, Qwen2Config)
 
+from lit_reason.pretrained import BUILTIN_MODELS, BuiltinModelError, builtin_model_path
 from lit_reason.tokenizer import build_char_tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -63,8 +64,19 @@ def preset_config(name: str) -> PretrainedConfig:
     return PRESETS[name](tokenizer_size)
 
 
+def resolve_model_path(name_or_path: str) -> str:
+    """A built-in pretrained name becomes its converted local directory; anything else is as given."""
+    if name_or_path in BUILTIN_MODELS:
+        try:
+            return builtin_model_path(name_or_path)
+        except BuiltinModelError as err:
+            raise PolicyLoadError(str(err)) from err
+    return name_or_path
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """The tokenizer for a preset or an HF name/path, with padding on the left and a pad token."""
+    name_or_path = resolve_model_path(name_or_path)
     if name_or_path in PRESETS:
         tokenizer = build_char_tokenizer()
     else:
@@ -107,8 +119,10 @@ def load_policy(
     """Load ``(model, tokenizer)``: a preset name, a local directory, or a hub name.
 
     Args:
-        name_or_path: ``tiny``, ``tiny-llama``, ``small``, ``llama-100m``, ``qwen2-0.5b-shape``, a
-            directory written by ``save_pretrained``, or a hub name (needs network or a local cache).
+        name_or_path: a random-init preset (``tiny``, ``tiny-llama``, ``small``, ``llama-100m``,
+            ``qwen2-0.5b-shape``), a built-in pretrained model (``smollm2-135m-instruct``, offline
+            from its registry package), a directory written by ``save_pretrained``, or a hub name
+            (needs network or a local cache).
         dtype: ``float32`` | ``bfloat16`` | ``float16``.
         gradient_checkpointing: recompute activations in backward (less memory, more compute).
         attn_implementation: e.g. ``sdpa`` or ``eager``; None lets transformers choose.
@@ -116,6 +130,7 @@ def load_policy(
     if dtype not in DTYPES:
         raise PolicyLoadError(f"model dtype {dtype!r} is not one of {sorted(DTYPES)}")
     torch_dtype = DTYPES[dtype]
+    name, name_or_path = name_or_path, resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if name_or_path in PRESETS:
@@ -132,26 +147,12 @@ def load_policy(
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    return LoadedPolicy(model, tokenizer, name_or_path)
-
-
-def _saved_as_generic_fast_tokenizer(path: str) -> bool:
-    """True for a directory whose tokenizer was saved as a plain tokenizers-backed class (our
-    character tokenizer, or any PreTrainedTokenizerFast) rather than a model-specific one."""
-    config = os.path.join(path, "tokenizer_config.json")
-    if not os.path.isfile(config):
-        return False
-    try:
-        with open(config) as f:
-            saved_class = json.load(f).get("tokenizer_class")
-    except (OSError, ValueError):
-        return False
-    return saved_class in ("PreTrainedTokenizerFast", "TokenizersBackend")
+    return LoadedPolicy(model, tokenizer, name)
 
 
 def _not_found_message(name: str, what: str) -> str:
     where = "a local directory that exists but has no loadable files" if os.path.isdir(name) else "not a local directory"
     return (
-        f"could not load {what} {name!r}: not a built-in preset ({', '.join(PRESETS)}), {where}, and the hub "
+        f"could not load {what} {name!r}: not a built-in name ({', '.join([*PRESETS, *BUILTIN_MODELS])}), {where}, and the hub "
         "is unreachable or has no such repo; pass model=<preset> or model=<path saved with save_pretrained>"
     )
