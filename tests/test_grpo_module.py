@@ -109,14 +109,27 @@ def test_minibatch_not_dividing_the_rollout_is_rejected_before_training():
 
 
 def test_long_prompt_error_and_truncate():
-    module = tiny(max_prompt_length=4, long_prompt="error")
-    with pytest.raises(ValueError, match="max_prompt_length=4"):
+    module = tiny(max_prompt_length=4, long_prompt="error", prompt_format="plain")
+    with pytest.raises(ValueError, match=r"limit of 4 \(model.max_prompt_length\)"):
         module.encode_prompts(["a prompt that is far too long"])
-    module = tiny(max_prompt_length=4)
+    module = tiny(max_prompt_length=4, prompt_format="plain")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ids, mask = module.encode_prompts(["a prompt that is far too long"])
-    assert ids.shape[1] == 4 and any("cut from the left" in str(w.message) for w in caught)
+    assert module.tokenizer.decode(ids[0]) == "long"  # the end of the text is kept
+    assert any("lose the start of their user text" in str(w.message) for w in caught)
+
+
+def test_long_chat_prompt_keeps_the_template_and_cuts_the_user_text():
+    module = tiny(max_prompt_length=60, prompt_format="chat")
+    ids = module.encode_prompts(["x" * 200 + " the question?"])[0][0]
+    text = module.tokenizer.decode(ids)
+    head, tail = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"
+    assert text.startswith(head) and text.endswith(tail)
+    kept = text[len(head):-len(tail)]
+    assert kept.endswith("the question?") and len(ids) == 60 and set(kept[:-len(" the question?")]) == {"x"}
+    with pytest.raises(ValueError, match="template alone"):
+        tiny(max_prompt_length=10, prompt_format="chat").encode_prompts(["x" * 200])
 
 
 def raising_reward(problem, completion, score):

@@ -21,6 +21,7 @@ from lit_reason.fast_rollout import StaticCacheRolloutEngine
 from lit_reason.metrics import GroupedAccuracy, problem_groups
 from lit_reason.optim import build_optimizer, build_scheduler
 from lit_reason.policy import load_policy
+from lit_reason.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS, encode_prompt
 from lit_reason.reference import build_reference, check_ref_quantization
 from lit_reason.rewards import compute_rewards, resolve_reward
 from lit_reason.rng import collect_rng_states, set_rng_states
@@ -36,8 +37,8 @@ class GRPO(L.LightningModule):
         gradient_checkpointing: recompute activations in the training forward.
         num_generations: G, completions per prompt (>= 2). The data batch counts PROMPTS, so the
             rollout batch is always a whole number of groups.
-        max_prompt_length: prompts longer than this (in tokens) are cut from the left, or rejected
-            with ``long_prompt="error"``.
+        max_prompt_length: prompts longer than this (in tokens) lose the start of their user text
+            (the chat template is never cut), or are rejected with ``long_prompt="error"``.
         prompt_format: ``auto`` (the chat template when the tokenizer has one), ``chat`` or ``plain``.
         max_new_tokens, temperature, top_p, top_k, min_p, stop_strings: sampling (see SamplingConfig).
         rewards: reward source -> weight; sources are names in ``lit_reason.rewards.REWARD_FUNCTIONS``
@@ -131,8 +132,8 @@ class GRPO(L.LightningModule):
             (h.loss_type in obj.LOSS_TYPES, f"model.loss_type={h.loss_type!r}: choose one of {obj.LOSS_TYPES}"),
             (h.scale_rewards in obj.REWARD_SCALES, f"model.scale_rewards={h.scale_rewards!r}: choose one of {obj.REWARD_SCALES}"),
             (h.num_iterations >= 1, f"model.num_iterations must be >= 1 (got {h.num_iterations})"),
-            (h.long_prompt in ("truncate", "error"), f"model.long_prompt={h.long_prompt!r}: choose 'truncate' or 'error'"),
-            (h.prompt_format in ("auto", "chat", "plain"), f"model.prompt_format={h.prompt_format!r}: choose auto, chat or plain"),
+            (h.long_prompt in LONG_PROMPT_POLICIES, f"model.long_prompt={h.long_prompt!r}: choose 'truncate' or 'error'"),
+            (h.prompt_format in PROMPT_FORMATS, f"model.prompt_format={h.prompt_format!r}: choose auto, chat or plain"),
             (h.val_num_samples >= 1, "model.val_num_samples must be >= 1"),
         ]
         for ok, message in checks:
@@ -213,29 +214,20 @@ class GRPO(L.LightningModule):
             self._warned.add(key)
             rank_zero_warn(message)
 
-    def prompt_text(self, prompt: Any) -> tuple[str, bool]:
-        """``(text, templated)``: chat messages go through the tokenizer's chat template."""
-        fmt, tok = self.hparams.prompt_format, self.tokenizer
-        has_template = bool(getattr(tok, "chat_template", None))
-        if isinstance(prompt, list) or fmt == "chat" or (fmt == "auto" and has_template):
-            if not has_template:
-                raise ValueError("chat prompt given but the tokenizer has no chat template: set model.prompt_format=plain")
-            messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
-            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
-        return str(prompt), False
+    def encode_prompt(self, prompt: Any, max_length: int | None = None) -> list[int]:
+        """Token ids of one prompt: chat template (per ``prompt_format``) and at most ``max_length``
+        tokens (default ``max_prompt_length``); a long prompt loses the start of its user text,
+        never the template (see lit_reason.prompts)."""
+        h = self.hparams
+        limit = h.max_prompt_length if max_length is None else max_length
+        encoded = encode_prompt(self.tokenizer, prompt, h.prompt_format, limit, h.long_prompt)
+        if encoded.truncated:
+            self._warn_once("long_prompt", f"prompts longer than {limit} tokens lose the start of their user text")
+        return encoded.ids
 
     def encode_prompts(self, prompts: Sequence[Any]) -> tuple[Tensor, Tensor]:
-        """Left-padded ``(ids, mask)`` of the prompts, enforcing ``max_prompt_length``."""
-        limit, rows = self.hparams.max_prompt_length, []
-        for prompt in prompts:
-            text, templated = self.prompt_text(prompt)
-            ids = self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
-            if len(ids) > limit:
-                if self.hparams.long_prompt == "error":
-                    raise ValueError(f"a prompt has {len(ids)} tokens > model.max_prompt_length={limit}: raise the limit or set model.long_prompt=truncate")
-                self._warn_once("long_prompt", f"prompts longer than max_prompt_length={limit} tokens are cut from the left")
-                ids = ids[-limit:]
-            rows.append(ids)
+        """Left-padded ``(ids, mask)`` of the prompts."""
+        rows = [self.encode_prompt(prompt) for prompt in prompts]
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=self.device)

@@ -2,7 +2,7 @@
 
 A warm-up before RL needs the prompts to look EXACTLY like the RL prompts, and its accuracy must
 be measured exactly like RL's. So this module is a :class:`GRPO` subclass that replaces only the
-training step: prompt formatting and truncation (:meth:`GRPO.prompt_text`), policy loading, the
+training step: prompt formatting and truncation (:meth:`GRPO.encode_prompt`), policy loading, the
 optimizer and schedule, and validation / test (greedy generation scored by ``problem.score``) are
 GRPO's own code. (Its hyperparameters therefore also list GRPO's RL settings, at their defaults.)
 
@@ -65,7 +65,7 @@ class SFT(GRPO):
         model: preset name (``tiny`` ...), local path or hub name of a causal LM.
         dtype, gradient_checkpointing: as in GRPO.
         prompt_format: ``auto`` | ``chat`` | ``plain``: use the same value as the RL config.
-        max_prompt_length, long_prompt: as in GRPO (prompts are cut from the left).
+        max_prompt_length, long_prompt: as in GRPO (a long prompt loses the start of its user text).
         max_length: cap on prompt + answer tokens of one training example.
         lr, weight_decay, optimizer, warmup_steps, warmup_ratio, lr_schedule, max_grad_norm: as GRPO.
         val_max_new_tokens: generation length of the greedy validation / test (GRPO's evaluation).
@@ -140,15 +140,10 @@ class SFT(GRPO):
         h, tok = self.hparams, self.tokenizer
         rows: list[tuple[list[int], int]] = []
         for problem in problems:
-            text, templated = self.prompt_text(problem.prompt)
-            prompt_ids = tok(text, add_special_tokens=not templated)["input_ids"]
-            if len(prompt_ids) > h.max_prompt_length:
-                if h.long_prompt == "error":
-                    raise ValueError(f"a prompt has {len(prompt_ids)} tokens > model.max_prompt_length={h.max_prompt_length}: "
-                                     "raise the limit or set model.long_prompt=truncate")
-                self._warn_once("long_prompt", f"prompts longer than max_prompt_length={h.max_prompt_length} tokens are cut from the left")
-                prompt_ids = prompt_ids[-h.max_prompt_length:]
             answer_ids = tok(self.answer_text(problem), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            # the prompt gets the room the answer leaves, cut inside its user text (never the template)
+            room = min(h.max_prompt_length, max(h.max_length - len(answer_ids), 1))
+            prompt_ids = self.encode_prompt(problem.prompt, room)
             rows.append(pack_example(prompt_ids, answer_ids, h.max_length))
         width = max(len(ids) for ids, _ in rows)
         pad = tok.pad_token_id
