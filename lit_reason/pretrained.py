@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ def builtin_model_path(name: str) -> str:
     with FileLock(str(target) + ".lock"):
         if not target.is_dir():  # another process may have finished while we waited
             _discard_partials(target)
+            print(f"lit-reason: converting {source.name} once into {target} (about 20 s)", file=sys.stderr, flush=True)
             _convert(source, target)
     return str(target)
 
@@ -122,8 +124,6 @@ def _convert(gguf: Path, target: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lit_reason.pretrained [NAME ...]``: convert built-in models now (set-up step)."""
-    import sys
-
     names = (sys.argv[1:] if argv is None else argv) or list(BUILTIN_MODELS)
     for name in names:
         if name not in BUILTIN_MODELS:

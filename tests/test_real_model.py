@@ -190,7 +190,7 @@ def test_export_reloads_with_identical_logits(tmp_path):
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         default_root_dir=tmp_path)
     trainer.fit(module, datamodule=data)
-    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    trainer.save_checkpoint(tmp_path / "last.ckpt", weights_only=True)
     out = export_checkpoint(str(tmp_path / "last.ckpt"), str(tmp_path / "exported"))
     reloaded = load_policy(out)
     module.policy.eval()
