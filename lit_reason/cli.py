@@ -11,16 +11,21 @@ Short class names work for everything imported here (``model: GRPO``, ``data: En
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import lightning as L
+from lightning.fabric.utilities.rank_zero import _get_rank, rank_prefixed_message
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import callbacks  # noqa: F401  (registers callback classes for short names)
 import datamodules  # noqa: F401  (registers DataModules for short names)
 import lit_reason.modules  # noqa: F401  (registers modules for short names)
+from lit_reason.cli_errors import one_line_error
+
+SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
 
 
 class LitReasonCLI(LightningCLI):
@@ -34,6 +39,22 @@ class LitReasonCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
+
+    def _set_seed(self) -> None:
+        """Seeds as LightningCLI does, but says "Seed set to N" only once the classes are built, so
+        that a bad setting (see ``main``) is the only line printed."""
+        level = SEED_LOG.level
+        SEED_LOG.setLevel(logging.WARNING)
+        try:
+            super()._set_seed()
+        finally:
+            SEED_LOG.setLevel(level)
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        seed = self._get(self.config, "seed_everything")
+        if seed is not False and seed is not None:
+            SEED_LOG.info(rank_prefixed_message(f"Seed set to {seed}", _get_rank()))
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Default loggers (when ``trainer.logger`` is unset or true): CSV and TensorBoard, both in
@@ -57,7 +78,15 @@ def main(argv: list[str] | None = None) -> None:
         from lit_reason.export import main as export_main
 
         raise SystemExit(export_main(argv[1:]))
-    LitReasonCLI(args=None if from_command_line else argv)  # None: LightningCLI reads sys.argv itself
+    try:  # exit_on_error=False: parse errors are raised (not printed as a usage dump) and end up below
+        LitReasonCLI(args=None if from_command_line else argv,  # None: LightningCLI reads sys.argv itself
+                     parser_kwargs={"exit_on_error": False})
+    except Exception as err:
+        message = one_line_error(err)  # bad input (a setting, a path, a key) is one line; bugs keep the traceback
+        if message is None or os.environ.get("LIT_REASON_TRACEBACK"):
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

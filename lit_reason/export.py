@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(export_checkpoint(args.ckpt, args.out, args.dtype))
     except (ValueError, FileNotFoundError) as err:
-        print(f"lit-reason export: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, as the CLI prints bad input (lit_reason/cli_errors.py)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,0 +1,98 @@
+"""Bad input ends the CLI in one line, ``error: <what to fix>``, and exit code 2.
+
+Why this exists: jsonargparse builds the module and the DataModule itself, so a ``ValueError``
+raised in their ``__init__`` (a bad setting, a missing data file, an unloadable model) reaches the
+user wrapped in a jsonargparse ``ValueError`` whose traceback is ~150 lines, with the one sentence
+that matters in the middle; and its own parse errors are a full usage dump. The messages raised by
+the project for bad input are already written as one line naming the fix, so the CLI finds that
+exception in the ``__cause__`` / ``__context__`` chain and prints only its message.
+
+Which exceptions count as bad input (everything else keeps its traceback, so bugs stay debuggable):
+  * ``PolicyLoadError`` (and the ``BuiltinModelError`` it wraps), wherever it is raised;
+  * Lightning's ``MisconfigurationException`` (a Trainer setting it rejects), likewise;
+  * a plain ``ValueError`` / ``FileNotFoundError`` raised by project code (``lit_reason``,
+    ``datamodules``, ``callbacks``) while a LightningModule, LightningDataModule or Callback runs
+    ``__init__``, ``prepare_data`` or ``setup``: a check of a setting, not a failure in training;
+  * jsonargparse's ``ArgumentError`` (unknown key or class, a value of the wrong type, a missing
+    config file): condensed to ``<key>: <jsonargparse's innermost sentence>``.
+
+Set ``LIT_REASON_TRACEBACK=1`` to get the full traceback of these too.
+"""
+
+from __future__ import annotations
+
+import re
+from argparse import ArgumentError
+from collections.abc import Iterator
+
+_PROJECT_PACKAGES = ("lit_reason", "datamodules", "callbacks")
+_SETTINGS_HOOKS = {"__init__", "prepare_data", "setup"}
+_PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
+
+
+def one_line_error(exc: BaseException) -> str | None:
+    """The one-line message for bad input somewhere in ``exc``'s chain, or None (a real error)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from lit_reason.policy import PolicyLoadError
+    from lit_reason.pretrained import BuiltinModelError
+
+    chain = list(_chain(exc))
+    for err in chain:
+        if isinstance(err, MisconfigurationException):
+            return f"trainer: {_flat(str(err))}"
+        if isinstance(err, (PolicyLoadError, BuiltinModelError)) or (
+            type(err) in (ValueError, FileNotFoundError) and _raised_checking_settings(err)
+        ):
+            return _flat(str(err)) or type(err).__name__
+    for i, err in enumerate(chain):
+        if isinstance(err, ArgumentError):
+            return _condense_argument_error(chain[i:])
+    return None
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling, outermost first."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+
+
+def _raised_checking_settings(err: BaseException) -> bool:
+    """Raised by project code, under ``__init__`` / ``prepare_data`` / ``setup`` of a Lightning object."""
+    import lightning as L
+
+    frames, tb = [], err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    if not frames or not str(frames[-1].f_globals.get("__name__", "")).startswith(_PROJECT_PACKAGES):
+        return False
+    return any(
+        f.f_code.co_name in _SETTINGS_HOOKS
+        and isinstance(f.f_locals.get("self"), (L.LightningModule, L.LightningDataModule, L.Callback))
+        for f in frames
+    )
+
+
+def _condense_argument_error(chain: list[BaseException]) -> str:
+    """``model.num_generations: Expected a <class 'int'>. Got value: abc`` from jsonargparse's
+    nested report: the ``Parser key "..."`` prefixes joined, then the innermost sentence. A report
+    with no key (unrecognized arguments, a YAML syntax error) is already the sentence."""
+    keys, previous = [], None
+    for err in chain:
+        message = str(err)
+        match = _PARSER_KEY.match(message)
+        if match and message != previous:  # jsonargparse re-raises the same message several times
+            keys.append(match.group(1))
+        previous = message
+    if not keys:
+        return _flat(str(chain[0]))
+    innermost = _flat(_PARSER_KEY.sub("", str(chain[-1])).split("\nGiven value")[0]).lstrip("- ")
+    return f"{'.'.join(keys)}: {innermost}"
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
