@@ -30,7 +30,9 @@ SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
 
 class LitReasonCLI(LightningCLI):
     """LightningCLI with the project's defaults: subclass mode for model and data, configs saved
-    next to the logs, and seeding on by default so a YAML run is reproducible."""
+    next to the logs, seeding on by default so a YAML run is reproducible, and metrics logged
+    every step (an RL step takes seconds to minutes; Lightning's default of 50 left short runs
+    with no metric at all)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("subclass_mode_model", True)
@@ -38,6 +40,7 @@ class LitReasonCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs["trainer_defaults"] = {"log_every_n_steps": 1, **(kwargs.get("trainer_defaults") or {})}
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 
     def _set_seed(self) -> None:

@@ -66,3 +66,15 @@ def test_default_loggers_accept_a_datamodule_with_its_own_seed(tmp_path):
           "--trainer.max_steps=1", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.num_sanity_val_steps=0",
           "--trainer.limit_val_batches=0", "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}"])
     assert list(tmp_path.rglob("metrics.csv")) and list(tmp_path.rglob("events.out.tfevents*"))
+
+
+def test_metrics_are_logged_every_step_by_default(tmp_path):
+    """Lightning's default (every 50 steps) logs nothing in a short RL run; ours logs each step."""
+    main(["fit", "--model=GRPO", "--model.num_generations=2", "--model.max_new_tokens=4", "--data=ToyDataModule",
+          "--data.batch_size=2", "--data.val_size=0", "--trainer.max_steps=3", "--trainer.enable_progress_bar=false",
+          "--trainer.enable_checkpointing=false", "--trainer.num_sanity_val_steps=0", f"--trainer.default_root_dir={tmp_path}"])
+    import csv
+
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    steps = {row["step"] for row in csv.DictReader(metrics.open()) if row.get("reward")}
+    assert steps == {"0", "1", "2"}
