@@ -62,6 +62,13 @@ def test_three_optimizer_groups_with_their_own_lr_and_decay():
     assert sum(len(i) for i in ids) == len([p for p in module.parameters() if p.requires_grad])
 
 
+def test_the_paper_recipe_is_the_default_decay_0_1_everywhere_and_temperature_0_5():
+    module = tiny(lr=5e-6)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.1, 0.1]
+    assert module.hparams.temperature == 0.5 and module.sampling.temperature == 0.5
+
+
 def test_reference_scores_plain_token_ids():
     module = tiny(beta=0.005, r_min=0.5, r_max=0.6, delimiter="", max_new_tokens=10)
     module.policy.eval()
@@ -182,7 +189,8 @@ def _train(module, steps):
 
 
 def test_with_the_gate_shut_hrpo_trains_exactly_like_grpo():
-    common = dict(model="tiny", num_generations=4, max_new_tokens=12, prompt_format="plain", lr=3e-3, beta=0.005, sampling_seed=0)
+    common = dict(model="tiny", num_generations=4, max_new_tokens=12, prompt_format="plain", lr=3e-3, beta=0.005, sampling_seed=0,
+                  temperature=0.5, weight_decay=0.1)  # HRPO's defaults, given to both
     L.seed_everything(0)
     grpo = GRPO(**common)
     L.seed_everything(0)

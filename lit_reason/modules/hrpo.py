@@ -39,9 +39,13 @@ class HRPO(GRPO):
         r_min, r_max: Lambda's init range for ``exp(-c * softplus(Lambda))`` (paper: 0.99 .. 0.999).
         gate_lr, lambda_lr: learning rates of the gate linears W_r, W_i and of Lambda (1e-4, 1e-3);
             ``lr`` is the model's.
+        weight_decay: decoupled decay of the model (paper: 0.1, the default here).
         gate_weight_decay: decoupled decay of the gate linears (default: ``weight_decay``).
-        lambda_weight_decay: decay of Lambda (default 0: decay pulls Lambda to 0, i.e. a towards
-            exp(-c ln 2) ~ 0.004, a hidden schedule towards latents).
+        lambda_weight_decay: decay of Lambda (default: ``weight_decay``, as in the paper, where 0.1
+            applies to every parameter). Decay pulls Lambda towards 0, i.e. ``a`` towards
+            exp(-c ln 2) ~ 0.004: a slow drift towards latents that the recipe relies on; set 0
+            to let only the gradient move the gate.
+        temperature: sampling temperature (default 0.5, the public HRPO code's; GRPO's is 1.0).
         max_delimiters: completions with more delimiters than this get reward 0 (paper: 1).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA adapters via ``peft`` (when
             ``lora_r`` is set; paper: r 32, alpha 64). The gate stays fully trainable.
@@ -57,8 +61,10 @@ class HRPO(GRPO):
         r_max: float = 0.999,
         gate_lr: float = 1e-4,
         lambda_lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        temperature: float = 0.5,
         gate_weight_decay: float | None = None,
-        lambda_weight_decay: float = 0.0,
+        lambda_weight_decay: float | None = None,
         max_delimiters: int = 1,
         lora_r: int | None = None,
         lora_alpha: float | None = None,
@@ -68,7 +74,8 @@ class HRPO(GRPO):
     ) -> None:
         if lora_r is not None:
             _require_peft()
-        super().__init__(**kwargs)  # builds the engines, and with them the gate (see build_engine)
+        # builds the engines, and with them the gate (see build_engine)
+        super().__init__(weight_decay=weight_decay, temperature=temperature, **kwargs)
         if lora_r is not None:
             self.policy = _apply_lora(self.policy, lora_r, lora_alpha, lora_dropout, lora_target_modules)
             self.engine = self.build_engine(self.sampling)
@@ -105,11 +112,12 @@ class HRPO(GRPO):
     def optimizer_param_groups(self) -> list[dict]:
         h = self.hparams
         gate_decay = h.weight_decay if h.gate_weight_decay is None else h.gate_weight_decay
+        lambda_decay = h.weight_decay if h.lambda_weight_decay is None else h.lambda_weight_decay
         linears = [*self.gate.W_r.parameters(), *self.gate.W_i.parameters()]
         groups = [
             {"params": [p for p in self.policy.parameters() if p.requires_grad], "lr": h.lr, "weight_decay": h.weight_decay},
             {"params": linears, "lr": h.gate_lr, "weight_decay": gate_decay},
-            {"params": [self.gate.Lambda], "lr": h.lambda_lr, "weight_decay": h.lambda_weight_decay},
+            {"params": [self.gate.Lambda], "lr": h.lambda_lr, "weight_decay": lambda_decay},
         ]
         return [g for g in groups if g["params"]]
 
