@@ -1,5 +1,6 @@
 """Lightning callbacks: analysis (measure) and control (change training). Short names work in YAML."""
 
+from callbacks.batch_lld import BatchLLDMonitor
 from callbacks.difficulty_curriculum import DifficultyCurriculum
 from callbacks.gate_monitor import GateMonitor
 from callbacks.lld_monitor import LLDMonitor
@@ -7,4 +8,4 @@ from callbacks.policy_export import PolicyExport
 from callbacks.quantization_noise import QuantizationNoiseMonitor
 from callbacks.self_certainty_monitor import SelfCertaintyMonitor
 
-__all__ = ["DifficultyCurriculum", "GateMonitor", "LLDMonitor", "PolicyExport", "QuantizationNoiseMonitor", "SelfCertaintyMonitor"]
+__all__ = ["BatchLLDMonitor", "DifficultyCurriculum", "GateMonitor", "LLDMonitor", "PolicyExport", "QuantizationNoiseMonitor", "SelfCertaintyMonitor"]

@@ -73,6 +73,12 @@ def influence_scores(src_err: Tensor, src_hidden: Tensor, dst_err: Tensor, dst_h
     return ((dst_err @ summary) * dst_hidden.float()).sum(-1)
 
 
+def self_influence(err: Tensor, hidden: Tensor) -> Tensor:
+    """``[N]``: each token's influence on itself, ``alpha(k, k) <h_k, h_k> = ||e_k - pi_k||^2 ||h_k||^2``
+    (always >= 0): the diagonal of the pair sum :func:`influence_scores` takes over a set with itself."""
+    return (err.float() ** 2).sum(-1) * (hidden.float() ** 2).sum(-1)
+
+
 def nthr_threshold(pos_scores: Tensor, pos_response: Tensor, beta_nthr: float) -> float:
     """``tau = beta_nthr * min over correct responses of the mean of s+ over its tokens``.
 
@@ -124,6 +130,7 @@ def group_token_weights(
     advantages: Tensor,
     beta_nthr: float = 1.0,
     eta: float | str = ADAPTIVE,
+    self_terms: bool = True,
 ) -> GroupWeights:
     """NTHR token weights of one group.
 
@@ -136,6 +143,9 @@ def group_token_weights(
         advantages: ``[G]``; only tokens with a negative advantage are ever down-weighted.
         beta_nthr: scales the threshold (larger = fewer tokens selected).
         eta: a float or ``"adaptive"`` (``2|0.5 - p|``, p the share of correct completions).
+        self_terms: whether a correct token's s+ (which sets tau) counts its influence on itself.
+            The paper sums over all correct tokens, which includes the pair (k, k); that term is
+            ``||e - pi||^2 ||h||^2 >= 0`` and often the largest, raising tau. False leaves it out.
 
     A token of an incorrect completion is selected when its s- exceeds tau and its advantage is
     negative. Groups without both correct and incorrect completions keep weight 1 everywhere.
@@ -154,6 +164,8 @@ def group_token_weights(
     pos_h, neg_h = hidden[pos_tok], hidden[neg_tok]
     neg_scores = influence_scores(pos_err, pos_h, neg_err, neg_h)
     pos_scores = influence_scores(pos_err, pos_h, pos_err, pos_h)
+    if not self_terms:
+        pos_scores = pos_scores - self_influence(pos_err, pos_h)
     rows = torch.arange(token_ids.shape[0], device=token_ids.device)[:, None].expand_as(m)
     tau = nthr_threshold(pos_scores, rows[pos_tok], beta_nthr)
 

@@ -180,3 +180,37 @@ def test_groups_that_are_all_right_or_all_wrong_get_weight_one(all_correct):
     res = nthr.group_token_weights(ids, mask, hidden, probs, vocab, correct, adv, beta_nthr=-100.0, eta=0.0)
     assert torch.equal(res.weights, torch.ones_like(res.weights))
     assert res.tau is None and res.neg_scores.numel() == 0
+
+
+def brute_force_pos_scores(ids, mask, hidden, probs, correct, self_terms):
+    """s+ of every correct token: the alpha-weighted influence of all correct tokens on it."""
+    G, T = ids.shape
+    pos = [(i, k) for i in range(G) for k in range(T) if correct[i] and mask[i, k]]
+    out = []
+    for i2, k2 in pos:
+        total = 0.0
+        for i, k in pos:
+            if not self_terms and (i, k) == (i2, k2):
+                continue
+            ya, yb = int(ids[i, k]), int(ids[i2, k2])
+            pa, pb = probs[i, k].double(), probs[i2, k2].double()
+            alpha = float(ya == yb) - float(pb[ya]) - float(pa[yb]) + float((pa * pb).sum())
+            total += alpha * float(hidden[i, k].double() @ hidden[i2, k2].double())
+        out.append((i2, total))
+    return out
+
+
+@pytest.mark.parametrize("self_terms", [True, False])
+def test_the_threshold_with_and_without_self_terms_equals_brute_force(self_terms):
+    ids, mask, hidden, probs, correct = random_group(6)
+    full = torch.arange(probs.shape[-1])
+    adv = torch.where(correct, 1.0, -1.0)
+    result = nthr.group_token_weights(ids, mask, hidden, probs, full, correct, adv, beta_nthr=1.0, eta=0.0,
+                                      self_terms=self_terms)
+    scores = brute_force_pos_scores(ids, mask, hidden, probs, correct, self_terms)
+    means = [sum(s for r, s in scores if r == i) / sum(1 for r, _ in scores if r == i) for i in {r for r, _ in scores}]
+    assert result.tau == pytest.approx(min(means), rel=1e-5, abs=1e-5)
+    # without self terms tau is lower, so at least as many tokens are selected
+    other = nthr.group_token_weights(ids, mask, hidden, probs, full, correct, adv, eta=0.0, self_terms=not self_terms)
+    low, high = (result, other) if not self_terms else (other, result)
+    assert low.tau < high.tau and low.selected.sum() >= high.selected.sum()

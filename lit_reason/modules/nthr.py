@@ -41,6 +41,9 @@ class NTHR(GRPO):
         beta_nthr: threshold scale: tau = beta_nthr x (min over correct responses of their mean s+).
         eta: factor on the selected tokens' negative advantage: a float (0 removes them, the
             paper's LLD analysis) or ``"adaptive"`` = 2|0.5 - p|, p the group's success rate.
+        threshold_self_terms: count each correct token's influence on itself in the s+ that sets
+            the threshold (True, the sum as the paper writes it, over every pair of correct tokens);
+            False leaves the (k, k) pairs out, which lowers tau and selects more tokens.
         filter_zero_std_groups: drop groups whose rewards are all equal from the loss (mask their
             rows: no policy-gradient or KL term, not in the bnpo/dapo token count). The batch is
             NOT refilled with new groups as the paper's dynamic sampling does.
@@ -48,7 +51,7 @@ class NTHR(GRPO):
     """
 
     def __init__(self, *args: Any, beta_nthr: float = 1.0, eta: float | str = nthr.ADAPTIVE,
-                 filter_zero_std_groups: bool = False, **kwargs: Any) -> None:
+                 threshold_self_terms: bool = True, filter_zero_std_groups: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if isinstance(eta, str) and eta != nthr.ADAPTIVE:
             raise ValueError(f"model.eta={eta!r}: give a number (e.g. 0.0) or 'adaptive'")
@@ -101,6 +104,7 @@ class NTHR(GRPO):
             result = nthr.group_token_weights(
                 ids[rows], mask[rows], old["nthr_hidden"][rows], old["nthr_probs"][rows, :, :n],
                 old["nthr_vocab"][g, :n], old["nthr_correct"][rows], advantages[rows], h.beta_nthr, h.eta,
+                self_terms=h.threshold_self_terms,
             )
             weights[rows] = result.weights
             selected += int(result.selected.sum())
