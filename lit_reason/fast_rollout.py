@@ -72,8 +72,8 @@ class StaticCacheRolloutEngine(RolloutEngine):
 
     def _decode(self, tokens: Tensor, attention: Tensor, positions: Tensor, cache: StaticCache) -> Tensor:
         """One token per row through the model; returns next-token logits ``[B, V]``."""
-        out = self.model(input_ids=tokens, attention_mask=attention, position_ids=positions, past_key_values=cache,
-                         use_cache=True)
+        out = self.model(input_ids=tokens, attention_mask=attention, position_ids=positions, use_cache=True,
+                         **{self.cache_arg: cache})
         return out.logits[:, -1]
 
     def _decode_step(self, device: torch.device):
@@ -104,8 +104,8 @@ class StaticCacheRolloutEngine(RolloutEngine):
         attention = torch.ones(batch, length, dtype=torch.long, device=device)
         attention[:, :prompt_len] = prompt_mask.long()
         prefill = model(input_ids=prompt_ids, attention_mask=attention[:, :prompt_len],
-                        position_ids=positions_from_mask(attention[:, :prompt_len]), past_key_values=cache,
-                        use_cache=True, logits_to_keep=1)
+                        position_ids=positions_from_mask(attention[:, :prompt_len]), use_cache=True, logits_to_keep=1,
+                        **{self.cache_arg: cache})
         logits = prefill.logits[:, -1]
         positions = attention[:, :prompt_len].sum(-1, keepdim=True)
         decode = self._decode_step(device)

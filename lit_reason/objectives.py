@@ -104,12 +104,52 @@ def token_logps(logits: Tensor, token_ids: Tensor, chunk_size: int = 1024) -> Te
     return out.reshape(token_ids.shape)
 
 
-def token_entropy(logits: Tensor, chunk_size: int = 1024) -> Tensor:
-    """Entropy of ``softmax(logits)`` per position, float32, chunked like :func:`token_logps`."""
-    out = torch.empty(logits.shape[:-1].numel(), dtype=torch.float32, device=logits.device)
-    for pos, block in _float32_blocks(logits, chunk_size):
-        logp = torch.log_softmax(block, dim=-1)
-        out[pos] = -(logp.exp() * logp).sum(-1)
+def _block_entropy(block: Tensor) -> Tensor:
+    """``-sum p log p`` of ``softmax(block)`` per row, as ``log S - sum(e * z) / S`` with
+    ``z = block - max``, ``e = exp(z)``, ``S = sum(e)``: one exp over the block and two reductions
+    (``log_softmax`` + ``exp`` + product made three full passes and three full temporaries). The
+    shift by the row max keeps both terms small, so peaked rows lose no precision; the max is
+    detached (the entropy does not depend on it), so the gradient is the exact one."""
+    shifted = block - block.detach().amax(-1, keepdim=True)
+    e = shifted.exp()
+    total = e.sum(-1)
+    if torch.is_grad_enabled() and shifted.requires_grad:
+        weighted = (e * shifted).sum(-1)
+    else:
+        weighted = shifted.mul_(e).sum(-1)  # no graph to keep: reuse the temporary
+    return total.log() - weighted / total
+
+
+def _row_views(logits: Tensor) -> list[Tensor]:
+    """Views ``[T, V]`` of every row of ``logits [..., T, V]`` in order (never a copy)."""
+    return [logits] if logits.dim() == 2 else [view for row in logits.unbind(0) for view in _row_views(row)]
+
+
+def token_entropy(logits: Tensor, chunk_size: int = 1024, mask: Tensor | None = None) -> Tensor:
+    """Entropy of ``softmax(logits)`` per position, float32, chunked like :func:`token_logps`.
+
+    ``mask`` (shape ``logits.shape[:-1]``, optional): positions where it is 0 are 0 in the result
+    and cost nothing up to the last counted position of each row, so the padding after each
+    completion's end is never computed (the counted positions get the same values as without it).
+    """
+    if mask is None:
+        out = torch.empty(logits.shape[:-1].numel(), dtype=torch.float32, device=logits.device)
+        for pos, block in _float32_blocks(logits, chunk_size):
+            out[pos] = _block_entropy(block)
+        return out.reshape(logits.shape[:-1])
+    if mask.shape != logits.shape[:-1]:
+        raise ValueError(f"token_entropy: mask {tuple(mask.shape)} does not match logits {tuple(logits.shape)} minus vocab")
+    if logits.dim() < 2:
+        raise ValueError("token_entropy: a mask needs logits of shape [..., T, V]")
+    width = logits.shape[-2]
+    counted = (mask != 0).reshape(-1, width)
+    # one host sync for all rows: each row's end = 1 + its last counted position (0 if none)
+    ends = torch.where(counted.any(-1), width - counted.flip(-1).int().argmax(-1), 0).tolist()
+    out = torch.zeros(counted.numel(), dtype=torch.float32, device=logits.device)
+    for row, (view, end) in enumerate(zip(_row_views(logits), ends)):
+        for s in _chunks(end, chunk_size):
+            out[row * width + s.start : row * width + s.stop] = _block_entropy(view[s].float())
+    out = torch.where(counted.reshape(-1), out, torch.zeros_like(out))  # holes before a row's end
     return out.reshape(logits.shape[:-1])
 
 

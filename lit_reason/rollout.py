@@ -7,6 +7,7 @@ overrides to mix latent vectors into the token embeddings.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -106,6 +107,23 @@ def positions_from_mask(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
+def cache_argument(model) -> str:
+    """The name under which ``model.forward`` takes its KV cache: ``cache`` from transformers 5.24
+    on (which deprecates ``past_key_values`` with a FutureWarning), ``past_key_values`` before and
+    for anything whose signature does not name ``cache``. Read once per engine, not per call."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out: Any):
+    """The KV cache a forward returned: ``out.cache`` (transformers >= 5.24) or ``out.past_key_values``."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 class RolloutEngine:
     """Samples completions for a batch of tokenized prompts.
 
@@ -129,6 +147,7 @@ class RolloutEngine:
         self.eos_ids = sorted(ids)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._stop_window = max((len(s) for s in config.stop_strings), default=0)
+        self.cache_arg = cache_argument(model)
 
     # -- the overridable step --------------------------------------------------------------
     def begin(self, batch_size: int, state: dict) -> None:
@@ -187,7 +206,7 @@ class RolloutEngine:
         attention = prompt_mask.long()
         out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions_from_mask(attention),
                     use_cache=True, logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = output_cache(out), out.logits[:, -1]
         next_pos = attention.sum(-1, keepdim=True)  # position id of the next token
 
         tokens_out = torch.full((batch, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
@@ -220,9 +239,9 @@ class RolloutEngine:
                 state["active"] = active
             embeds = self.next_inputs_embeds(tokens, logits, step, state)
             attention = torch.cat([attention, torch.ones(len(active), 1, dtype=attention.dtype, device=device)], dim=-1)
-            out = model(inputs_embeds=embeds, attention_mask=attention, position_ids=next_pos,
-                        past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1]
+            out = model(inputs_embeds=embeds, attention_mask=attention, position_ids=next_pos, use_cache=True,
+                        **{self.cache_arg: cache})
+            cache, logits = output_cache(out), out.logits[:, -1]
             next_pos = next_pos + 1
 
         return self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, steps, start, state)

@@ -410,7 +410,8 @@ class GRPO(L.LightningModule):
         )
         entropy_grad = h.entropy_coef != 0.0
         with torch.set_grad_enabled(entropy_grad):
-            ent = obj.token_entropy(logits if entropy_grad else logits.detach(), h.logprob_chunk_size)
+            # only where the mask counts: padding after each completion's end is never computed
+            ent = obj.token_entropy(logits if entropy_grad else logits.detach(), h.logprob_chunk_size, mask=mask)
         mean_entropy = (ent * mask).sum() / mask.sum().clamp_min(1)
         if entropy_grad:
             # token-mean entropy over the whole minibatch, split across its micro-batches
