@@ -14,6 +14,7 @@ all arms and seeds are scored on the same items and their differences can be pai
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -231,6 +232,23 @@ class Arm:
     seconds: float
     evaluation: Evaluation
     history: History = field(repr=False, default=None)
+
+
+def parse_args(doc: str, configure) -> argparse.Namespace:
+    """The options every real-model experiment shares, plus its own (``configure(parser)``); sets
+    the thread count before anything runs."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    configure(parser)
+    parser.add_argument("--warmup-steps", type=int, default=20, help="format warm-up: SFT steps x 8 problems")
+    parser.add_argument("--sft-lr", type=float, default=1e-5)
+    parser.add_argument("--new-tokens", type=int, default=24, help="completion length limit")
+    parser.add_argument("--model", default=MODEL, help="any name or path load_policy takes")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--write-docs", action="store_true", help="write the result into docs/real_model.md")
+    args = parser.parse_args()
+    device_threads(args.threads)
+    return args
 
 
 def device_threads(threads: int) -> None:

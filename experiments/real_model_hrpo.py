@@ -18,9 +18,23 @@ import argparse
 import time
 
 import lightning as L
+from real_model_common import (
+    OUT,
+    ROOT,
+    HeldOut,
+    History,
+    StopAfter,
+    data,
+    held_out,
+    paired,
+    parse_args,
+    plot,
+    replace_section,
+    save_json,
+    trainer,
+    warm_up,
+)
 
-from real_model_common import (MODEL, OUT, ROOT, HeldOut, History, StopAfter, data, device_threads, held_out, paired,
-                               plot, replace_section, save_json, trainer, warm_up)
 from callbacks.gate_monitor import GateMonitor
 from lit_reason.modules import GRPO, HRPO
 
@@ -28,20 +42,13 @@ DOC = ROOT / "docs" / "real_model.md"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--items", type=int, default=128)
-    parser.add_argument("--warmup-steps", type=int, default=20)
-    parser.add_argument("--sft-lr", type=float, default=1e-5)
-    parser.add_argument("--new-tokens", type=int, default=24)
-    parser.add_argument("--model", default=MODEL)
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args()
-    device_threads(args.threads)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--steps", type=int, default=20)
+        parser.add_argument("--lr", type=float, default=1e-5)
+        parser.add_argument("--items", type=int, default=128)
+
+    args = parse_args(__doc__, options)
     problems = held_out(args.items)
     seed = args.seed
     warm = warm_up(seed, args.warmup_steps, args.sft_lr, 8, args.accelerator, args.model)

@@ -16,9 +16,22 @@ import time
 import warnings
 
 import lightning as L
+from real_model_common import (
+    OUT,
+    ROOT,
+    HeldOut,
+    History,
+    data,
+    held_out,
+    paired,
+    parse_args,
+    plot,
+    replace_section,
+    save_json,
+    trainer,
+    warm_up,
+)
 
-from real_model_common import (MODEL, OUT, ROOT, HeldOut, History, data, device_threads, held_out, paired, plot,
-                               replace_section, save_json, trainer, warm_up)
 from callbacks.self_certainty_monitor import SelfCertaintyMonitor
 from lit_reason.modules import GRPO, Intuitor
 
@@ -51,21 +64,14 @@ def run(name: str, module, args, problems: list) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-6, 1e-5, 3e-5])
-    parser.add_argument("--grpo-lr", type=float, default=1e-5)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--items", type=int, default=128)
-    parser.add_argument("--warmup-steps", type=int, default=20)
-    parser.add_argument("--sft-lr", type=float, default=1e-5)
-    parser.add_argument("--new-tokens", type=int, default=24)
-    parser.add_argument("--model", default=MODEL)
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args()
-    device_threads(args.threads)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 3e-5])
+        parser.add_argument("--grpo-lr", type=float, default=1e-5)
+        parser.add_argument("--steps", type=int, default=20)
+        parser.add_argument("--eval-every", type=int, default=10)
+        parser.add_argument("--items", type=int, default=128)
+
+    args = parse_args(__doc__, options)
     problems = held_out(args.items)
     warm = warm_up(0, args.warmup_steps, args.sft_lr, 8, args.accelerator, args.model)
     common = dict(model=warm, prompt_format="chat", num_generations=8, max_new_tokens=args.new_tokens, temperature=1.0,

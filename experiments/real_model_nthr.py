@@ -21,9 +21,22 @@ import statistics
 import time
 
 import lightning as L
+from real_model_common import (
+    OUT,
+    ROOT,
+    HeldOut,
+    History,
+    data,
+    held_out,
+    paired,
+    parse_args,
+    plot,
+    replace_section,
+    save_json,
+    trainer,
+    warm_up,
+)
 
-from real_model_common import (MODEL, OUT, ROOT, HeldOut, History, data, device_threads, held_out, paired, plot,
-                               replace_section, save_json, trainer, warm_up)
 from callbacks.batch_lld import BatchLLDMonitor
 from lit_reason.modules import GRPO, NTHR
 
@@ -79,21 +92,14 @@ def summary(results: list[dict], args) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--prompts", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--items", type=int, default=128)
-    parser.add_argument("--warmup-steps", type=int, default=20)
-    parser.add_argument("--sft-lr", type=float, default=1e-5)
-    parser.add_argument("--new-tokens", type=int, default=24)
-    parser.add_argument("--model", default=MODEL)
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args()
-    device_threads(args.threads)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+        parser.add_argument("--steps", type=int, default=20)
+        parser.add_argument("--prompts", type=int, default=2)
+        parser.add_argument("--lr", type=float, default=1e-5)
+        parser.add_argument("--items", type=int, default=128)
+
+    args = parse_args(__doc__, options)
     problems = held_out(args.items)
     start = time.perf_counter()
     results = [run_seed(seed, args, problems) for seed in args.seeds]

@@ -23,7 +23,6 @@ from lit_reason.modules import GRPO, HRPO, NTHR
 from lit_reason.policy import load_policy
 from lit_reason.prompts import render_prompt
 from lit_reason.rollout import RolloutEngine, SamplingConfig, positions_from_mask
-
 from tests.test_configs import FAST
 
 pytestmark = pytest.mark.real_model
