@@ -1,6 +1,6 @@
 """GRPO from SmolLM2-135M-Instruct against the obvious baseline: more SFT for the same wall time.
 
-    OMP_NUM_THREADS=2 python experiments/real_model_grpo.py [--seeds 0 1] [--steps 40] [--write-docs]
+    OMP_NUM_THREADS=1 python experiments/real_model_grpo.py [--seeds 0 1] [--steps 30] [--threads 1] [--write-docs]
 
 Per seed (see real_model_common for the task and why a format warm-up):
   1. warm-up: SFT on gold answers (``--warmup-steps`` x 8 problems), exported once and reused;

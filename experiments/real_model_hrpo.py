@@ -1,6 +1,6 @@
 """HRPO vs GRPO on SmolLM2-135M-Instruct: the gate on real embeddings, at equal steps and equal time.
 
-    OMP_NUM_THREADS=2 python experiments/real_model_hrpo.py [--seed 0] [--steps 20] [--write-docs]
+    OMP_NUM_THREADS=1 python experiments/real_model_hrpo.py [--seed 0] [--steps 15] [--threads 1] [--write-docs]
 
 From the format warm-up of real_model_common (the reasoning span ends at ``<answer>``):
   * HRPO with the paper's recipe (the module's defaults: weight decay 0.1 on model, gate and
@@ -44,7 +44,7 @@ DOC = ROOT / "docs" / "real_model.md"
 def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--steps", type=int, default=20)
+        parser.add_argument("--steps", type=int, default=15)
         parser.add_argument("--lr", type=float, default=1e-5)
         parser.add_argument("--items", type=int, default=128)
 

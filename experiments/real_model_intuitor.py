@@ -1,6 +1,6 @@
 """Intuitor (self-certainty, no labels) on SmolLM2-135M-Instruct: does accuracy rise, or collapse?
 
-    OMP_NUM_THREADS=2 python experiments/real_model_intuitor.py [--lrs 3e-6 1e-5 3e-5] [--steps 30] [--write-docs]
+    OMP_NUM_THREADS=1 python experiments/real_model_intuitor.py [--lrs 1e-5 3e-5] [--steps 20] [--threads 1] [--write-docs]
 
 From the format warm-up of real_model_common (seed 0), Intuitor trains on its own self-certainty
 only (``correct`` is computed and logged, weight 0) at several learning rates; GRPO (correct + 0.5

@@ -1,6 +1,6 @@
 """NTHR vs GRPO on SmolLM2-135M-Instruct: Lazy Likelihood Displacement as the paper defines it.
 
-    OMP_NUM_THREADS=2 python experiments/real_model_nthr.py [--seeds 0 1] [--steps 20] [--write-docs]
+    OMP_NUM_THREADS=1 python experiments/real_model_nthr.py [--seeds 0] [--steps 15] [--threads 1] [--write-docs]
 
 From the format warm-up of real_model_common, the same steps and sampling seed for:
   * GRPO;
@@ -93,8 +93,8 @@ def summary(results: list[dict], args) -> str:
 
 def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-        parser.add_argument("--steps", type=int, default=20)
+        parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+        parser.add_argument("--steps", type=int, default=15)
         parser.add_argument("--prompts", type=int, default=2)
         parser.add_argument("--lr", type=float, default=1e-5)
         parser.add_argument("--items", type=int, default=128)
