@@ -17,24 +17,8 @@ import argparse
 import time
 
 import lightning as L
-from real_model_common import (
-    OUT,
-    ROOT,
-    Arm,
-    History,
-    StopAfter,
-    data,
-    evaluate,
-    held_out,
-    over_seeds,
-    paired,
-    parse_args,
-    plot,
-    replace_section,
-    save_json,
-    trainer,
-    warm_up,
-)
+from real_model_common import (OUT, ROOT, Arm, History, StopAfter, data, evaluate, held_out, over_seeds, paired,
+                               parse_args, plot, replace_section, save_json, trainer, warm_up)
 
 from lit_reason.modules import GRPO, SFT
 

@@ -18,22 +18,8 @@ import argparse
 import time
 
 import lightning as L
-from real_model_common import (
-    OUT,
-    ROOT,
-    HeldOut,
-    History,
-    StopAfter,
-    data,
-    held_out,
-    paired,
-    parse_args,
-    plot,
-    replace_section,
-    save_json,
-    trainer,
-    warm_up,
-)
+from real_model_common import (OUT, ROOT, HeldOut, History, StopAfter, data, held_out, paired, parse_args, plot,
+                               replace_section, save_json, trainer, warm_up)
 
 from callbacks.gate_monitor import GateMonitor
 from lit_reason.modules import GRPO, HRPO

@@ -16,21 +16,8 @@ import time
 import warnings
 
 import lightning as L
-from real_model_common import (
-    OUT,
-    ROOT,
-    HeldOut,
-    History,
-    data,
-    held_out,
-    paired,
-    parse_args,
-    plot,
-    replace_section,
-    save_json,
-    trainer,
-    warm_up,
-)
+from real_model_common import (OUT, ROOT, HeldOut, History, data, held_out, paired, parse_args, plot, replace_section,
+                               save_json, trainer, warm_up)
 
 from callbacks.self_certainty_monitor import SelfCertaintyMonitor
 from lit_reason.modules import GRPO, Intuitor

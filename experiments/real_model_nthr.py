@@ -21,21 +21,8 @@ import statistics
 import time
 
 import lightning as L
-from real_model_common import (
-    OUT,
-    ROOT,
-    HeldOut,
-    History,
-    data,
-    held_out,
-    paired,
-    parse_args,
-    plot,
-    replace_section,
-    save_json,
-    trainer,
-    warm_up,
-)
+from real_model_common import (OUT, ROOT, HeldOut, History, data, held_out, paired, parse_args, plot, replace_section,
+                               save_json, trainer, warm_up)
 
 from callbacks.batch_lld import BatchLLDMonitor
 from lit_reason.modules import GRPO, NTHR
