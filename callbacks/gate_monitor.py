@@ -1,7 +1,7 @@
 """GateMonitor: how much latent HRPO's rollouts actually mix in, per training step.
 
 Analysis callback. It reads the per-position extras the hybrid rollout stores
-(:mod:`lit_reason.hybrid_rollout`) from the ``rollout`` that ``training_step`` returns, and logs:
+(:mod:`lit_reason.rollout.latent`) from the ``rollout`` that ``training_step`` returns, and logs:
 
     gate/a_mean             mean gate value a over mixed inputs (1 = pure token embeddings)
     gate/latent_share       mean sqrt(1 - a^2) over mixed inputs (the latent's weight)
@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch import Callback
 from torch import Tensor
 
-from lit_reason.hybrid_rollout import GATE, MIX, SHARE
+from lit_reason.rollout.latent import GATE, MIX, SHARE
 
 
 def gate_metrics(completion_mask: Tensor, mix: Tensor, gate: Tensor, share: Tensor) -> dict[str, float]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lit_reason import objectives as obj
-from lit_reason.fast_rollout import StaticCacheRolloutEngine
+from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
 from lit_reason.modules import GRPO
 from lit_reason.policy import load_policy
 from lit_reason.rollout import RolloutEngine, SamplingConfig

@@ -1,4 +1,4 @@
-"""The latent-mixing rollout (lit_reason/hybrid_rollout.py): cache equivalence, position bookkeeping,
+"""The latent-mixing rollout (lit_reason/rollout/latent.py): cache equivalence, position bookkeeping,
 delimiter handling, and the training forward's reproduction of the rollout's log-probs."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from lit_reason import objectives as obj
 from lit_reason.hybrid import latent_from_logits
-from lit_reason.hybrid_rollout import GATE, LATENTS, MIX, SHARE, DelimiterTracker, HybridRolloutEngine
+from lit_reason.rollout.latent import GATE, LATENTS, MIX, SHARE, DelimiterTracker, HybridRolloutEngine
 from lit_reason.modules.grpo import GRPO
 from lit_reason.modules.hrpo import HRPO
 from lit_reason.rollout import RolloutEngine, positions_from_mask

@@ -18,7 +18,7 @@ from lit_reason import objectives as obj
 from lit_reason.cli import main
 from lit_reason.export import export_checkpoint
 from lit_reason.hybrid import latent_from_logits
-from lit_reason.hybrid_rollout import LATENTS, MIX
+from lit_reason.rollout.latent import LATENTS, MIX
 from lit_reason.modules import GRPO, HRPO, NTHR
 from lit_reason.policy import load_policy
 from lit_reason.prompts import render_prompt

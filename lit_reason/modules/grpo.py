@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_reason import objectives as obj
-from lit_reason.fast_rollout import StaticCacheRolloutEngine
+from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
 from lit_reason.metrics import GroupedAccuracy, problem_groups
 from lit_reason.optim import build_optimizer, build_scheduler
 from lit_reason.policy import load_policy
@@ -60,7 +60,7 @@ class GRPO(L.LightningModule):
             drawn from a generator seeded by (seed, global step, rank), so resumed runs re-draw the
             same. (Not called ``seed``: a DataModule's ``seed`` would clash in the loggers' hparams.)
         fast_generation: on CUDA, sample with the static-cache, CUDA-graph engine
-            (:mod:`lit_reason.fast_rollout`); the CPU path is the plain engine either way.
+            (:mod:`lit_reason.rollout.static_cache`); the CPU path is the plain engine either way.
         ref_quantization: store the frozen reference (beta != 0) in ``8bit`` or ``nf4`` weights via
             bitsandbytes (see lit_reason.reference); null keeps it in ``dtype``.
     """

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lit_reason.hybrid import HybridGate, hybrid_inputs_embeds
-from lit_reason.hybrid_rollout import LATENTS, MIX, HybridRolloutEngine
+from lit_reason.rollout.latent import LATENTS, MIX, HybridRolloutEngine
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions_from_mask
 

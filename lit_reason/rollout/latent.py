@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from lit_reason.hybrid import HybridGate, latent_from_logits
-from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig
+from lit_reason.rollout.contract import Rollout, SamplingConfig
+from lit_reason.rollout.kv_cache import RolloutEngine
 
 #: keys this engine adds to ``Rollout.extras`` (all ``[B, T, ...]``, aligned with completion_ids)
 LATENTS, MIX, GATE, SHARE = "hybrid_latents", "hybrid_mask", "hybrid_gate", "hybrid_share"

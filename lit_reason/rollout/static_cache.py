@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from transformers import StaticCache
 
-from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions_from_mask
+from lit_reason.rollout.contract import Rollout, SamplingConfig, positions_from_mask
+from lit_reason.rollout.kv_cache import RolloutEngine
 
 
 class StaticCacheRolloutEngine(RolloutEngine):

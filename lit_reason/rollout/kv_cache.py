@@ -1,4 +1,4 @@
-"""Batched sampling of completions with a KV cache: the rollout half of every RL step.
+"""The built-in rollout engine: batched sampling with a KV cache, the rollout half of every RL step.
 
 One prefill over the left-padded prompts, then one cached forward per new token. The input of
 each decoding step is formed by :meth:`RolloutEngine.next_inputs_embeds`, the single method HRPO
@@ -9,80 +9,12 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-
-@dataclass
-class SamplingConfig:
-    """How completions are sampled.
-
-    Args:
-        max_new_tokens: completion length limit; a completion that reaches it is ``truncated``.
-        temperature: 0 means greedy.
-        top_p / top_k / min_p: nucleus, top-k (0 = off) and min-p (0 = off) filtering.
-        stop_strings: generation of a row stops once its text contains one of these (the stop
-            string is kept in the completion, like EOS).
-    """
-
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    stop_strings: Sequence[str] = ()
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-
-@dataclass
-class Rollout:
-    """What a rollout returns; rows are completions (G consecutive rows per prompt).
-
-    ``logprobs`` are the sampling policy's log-probabilities of the chosen tokens under
-    ``softmax(logits / temperature)`` (before top-p/top-k truncation, like the training forward).
-    """
-
-    prompt_ids: Tensor  # [B, P] left-padded
-    prompt_mask: Tensor  # [B, P]
-    completion_ids: Tensor  # [B, T] right-padded with pad_token_id
-    completion_mask: Tensor  # [B, T] 1 up to and including the first EOS / stop string
-    logprobs: Tensor  # [B, T] float32
-    truncated: Tensor  # [B] bool: hit max_new_tokens without EOS / stop
-    texts: list[str]
-    seconds: float = 0.0
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. HRPO's latents and gate values
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.completion_mask.sum())
-
-    @property
-    def lengths(self) -> Tensor:
-        return self.completion_mask.sum(-1)
-
-    def select(self, index: Tensor | slice) -> "Rollout":
-        """The rows ``index`` (tensors and per-row extras sliced alike)."""
-        pick = lambda t: t[index] if isinstance(t, Tensor) and t.dim() > 0 else t  # noqa: E731
-        rows = range(len(self.texts))[index] if isinstance(index, slice) else index.tolist()
-        return Rollout(
-            pick(self.prompt_ids), pick(self.prompt_mask), pick(self.completion_ids), pick(self.completion_mask),
-            pick(self.logprobs), pick(self.truncated), [self.texts[i] for i in rows], self.seconds,
-            {k: pick(v) for k, v in self.extras.items()},
-        )
+from lit_reason.rollout.contract import Rollout, SamplingConfig, positions_from_mask
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Tensor:
@@ -100,11 +32,6 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0, min_p: flo
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
-
-
-def positions_from_mask(mask: Tensor) -> Tensor:
-    """Position ids for a left-padded batch: 0 at each row's first real token."""
-    return (mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 def cache_argument(model) -> str:
