@@ -8,8 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 THREADS ?= 2
+QUICKSTART_ARGS ?=
 
-.PHONY: setup model quickstart test bench clean
+.PHONY: setup model quickstart test bench clean gpu-check gpu-wheels
 
 setup: $(STAMP) model
 
@@ -24,14 +25,28 @@ $(STAMP): setup.cfg pyproject.toml
 model: $(STAMP)
 	$(BIN)/python -m lit_reason.pretrained
 
-quickstart: $(STAMP) model
-	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m lit_reason.quickstart
+quickstart: $(STAMP) model   # QUICKSTART_ARGS="--baseline --seeds 0 1" adds the continued-SFT baseline, more seeds
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m lit_reason.quickstart $(QUICKSTART_ARGS)
 
 test: $(STAMP) model
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+	.ci/vllm_lane.sh  # the vLLM tests in their own venv (transformers pin); LIT_REASON_SKIP_VLLM=1 skips
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/python benchmarks/rollout.py
+
+# The GPU check (docs/gpu_check.md): runs with the machine's own python (no .venv, no network).
+# Wheels carried in $(WHEELS) (make gpu-wheels, on a networked machine) go to .gpu_check_site/.
+GPU_PYTHON ?= python3
+WHEELS ?= benchmarks/wheels
+GPU_SITE := .gpu_check_site
+gpu-check:
+	@if ls $(WHEELS)/*.whl >/dev/null 2>&1; then \
+	  $(GPU_PYTHON) -m pip install -q --no-index --no-deps --target $(GPU_SITE) $(WHEELS)/*.whl; fi
+	PYTHONPATH=$(CURDIR)/$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+gpu-wheels:
+	PIP="$(GPU_PYTHON) -m pip" bash benchmarks/gpu_check_wheels.sh $(WHEELS)
 
 clean:
 	rm -rf $(VENV) runs lightning_logs *.egg-info

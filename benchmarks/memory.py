@@ -17,6 +17,18 @@ tokens) and reports:
     the quantization adds to the KL term), and the max |log-prob difference|.
 
 The baseline computes log-probs without chunking (``logprob_chunk_size`` larger than the rollout).
+
+``--lm-head`` runs the other table: peak memory of ONE GRPO training forward + backward (log-probs,
+entropy, the clipped loss with a KL term, ``backward``) of a 1-layer, 64-wide Qwen2-shaped model
+against the vocabulary (up to Qwen's 151,936) and the completion length (8 completions), with the
+chunked LM head (``chunked_lm_head: true``, lit_reason.lm_head) and with full logits (``false``).
+Each configuration runs in its own process; the peak is the rise of the peak RSS (VmHWM, reset
+just before) over the RSS after building the module and the rollout, with glibc returning every
+block over 64 kB on free (``MALLOC_MMAP_THRESHOLD_``) so RSS follows live memory. Ratios are to the
+reference run of the same table (full logits, 151,936 x 512).
+
+    .venv/bin/python benchmarks/memory.py --lm-head                     # the whole grid (peak ~7 GB)
+    .venv/bin/python benchmarks/memory.py --lm-head --lm-head-cases chunked:151936:512 full:151936:512
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ CONFIGS = {
     "micro_batch_2": {"logprob_chunk_size": 10**9, "micro_batch_size": 2},
     "all": {"logprob_chunk_size": 64, "optimizer": "adamw8bit", "ref_quantization": "nf4",
             "gradient_checkpointing": True, "micro_batch_size": 2},
+    "chunked_lm_head": {"chunked_lm_head": True},
 }
 
 
@@ -57,8 +70,9 @@ def worker(name: str, steps: int, model: str, max_new_tokens: int) -> dict:
 
     cuda = torch.cuda.is_available()
     L.seed_everything(0)
+    # the rows measured before the chunked LM head existed keep the full-logits path
     module = GRPO(model=model, num_generations=4, max_new_tokens=max_new_tokens, beta=0.04, lr=1e-5,
-                  **CONFIGS[name])
+                  **{"chunked_lm_head": False, **CONFIGS[name]})
     built_mb = rss_mb()
     result = {"config": name, "device": "cuda" if cuda else "cpu", "built_rss_mb": round(built_mb)}
 
@@ -102,6 +116,96 @@ def worker(name: str, steps: int, model: str, max_new_tokens: int) -> dict:
     return result
 
 
+#: ``mode:vocab:length`` -> one GRPO forward + backward; the first full 151,936 x 512 run is the reference
+LM_HEAD_CASES = [
+    "full:151936:512", "chunked:151936:512",
+    "full:151936:128", "chunked:151936:128", "full:151936:256", "chunked:151936:256",
+    "chunked:151936:1024", "chunked:151936:2048",
+    "full:32768:512", "chunked:32768:512", "full:8192:512", "chunked:8192:512",
+]
+LM_HEAD_REFERENCE = "full:151936:512"
+
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def lm_head_worker(case: str, rows: int = 8, chunk: int = 1024) -> dict:
+    """One GRPO training forward + backward of ``rows`` completions on a 1 x 64 model."""
+    import torch
+
+    from lit_reason import objectives as obj
+    from lit_reason import policy
+    from lit_reason.modules import GRPO
+    from lit_reason.rollout import Rollout
+
+    mode, vocab, length = case.split(":")
+    vocab, length = int(vocab), int(length)
+    name = f"bench-1x64-v{vocab}"
+    policy.PRESETS[name] = lambda v: policy._qwen2(vocab, hidden=64, layers=1, heads=4, kv_heads=2, ffn=192)
+    torch.manual_seed(0)
+    module = GRPO(model=name, num_generations=rows, beta=0.04, logprob_chunk_size=chunk,
+                  chunked_lm_head=mode == "chunked")
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, vocab, (rows, 16), generator=gen)
+    completion = torch.randint(0, vocab, (rows, length), generator=gen)
+    ones = torch.ones(rows, length, dtype=torch.long)
+    rollout = Rollout(prompt, torch.ones_like(prompt), completion, ones, torch.zeros(rows, length),
+                      torch.zeros(rows, dtype=torch.bool), [""] * rows)
+    advantages = torch.randn(rows, generator=gen)
+    with torch.no_grad():  # the reference pass, before the measured window (as in a step)
+        ref_logps = module.reference_scores(rollout).logps
+    base = _status_bytes("VmRSS:")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    start = time.perf_counter()
+    scores = module.completion_scores(module.policy, rollout, entropy=True)
+    loss, _ = obj.policy_loss(scores.logps, scores.logps.detach(), advantages, ones.float(), ref_logps=ref_logps, beta=0.04)
+    float(scores.entropy.detach().sum())  # the logged entropy metric
+    loss.backward()
+    seconds = time.perf_counter() - start
+    peak = _status_bytes("VmHWM:") - base
+    logits_mb = rows * length * vocab * 4 / 2**20
+    return {"case": case, "mode": mode, "vocab": vocab, "length": length, "peak_mb": round(peak / 2**20),
+            "fp32_logits_mb": round(logits_mb), "seconds": round(seconds, 2), "loss": float(loss)}
+
+
+def lm_head_table(rows: list[dict]) -> str:
+    ref = next((r for r in rows if r.get("case") == LM_HEAD_REFERENCE and "peak_mb" in r), None)
+    by_case = {r["case"]: r for r in rows if "peak_mb" in r}
+    lines = ["| head | vocab | tokens | peak MB | vs reference | vs full, same shape | one fp32 [B,T,V] MB | fwd+bwd s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | failed: {r['error'][:80]} | | | | | | |")
+            continue
+        full = by_case.get(f"full:{r['vocab']}:{r['length']}")
+        vs_ref = f"{r['peak_mb'] / ref['peak_mb']:.3f}x" if ref else ""
+        vs_full = f"{r['peak_mb'] / full['peak_mb']:.3f}x" if full and r["mode"] == "chunked" else ""
+        lines.append(f"| {r['mode']} | {r['vocab']} | 8 x {r['length']} | {r['peak_mb']} | {vs_ref} | {vs_full} | "
+                     f"{r['fp32_logits_mb']} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def run_lm_head(cases: list[str], json_path: str | None) -> None:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    rows = []
+    for case in cases:
+        proc = subprocess.run([sys.executable, __file__, "--lm-head-worker", case], capture_output=True, text=True, env=env)
+        found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        row = json.loads(found[-1][7:]) if found else {"case": case, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(lm_head_table(rows))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if r["config"] == "baseline"), None)
     lines = ["| config | peak MB | vs baseline | RSS after build MB | step s | ref KL (k3) | max abs dlogp |",
@@ -125,7 +229,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--lm-head", action="store_true", help="the chunked-LM-head table (vocabulary x length)")
+    parser.add_argument("--lm-head-cases", nargs="*", default=LM_HEAD_CASES, help="mode:vocab:length entries")
+    parser.add_argument("--lm-head-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.lm_head_worker:
+        print("RESULT " + json.dumps(lm_head_worker(args.lm_head_worker)))
+        return
+    if args.lm_head:
+        run_lm_head(args.lm_head_cases, args.json)
+        return
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args.steps, args.model, args.max_new_tokens)))
         return

@@ -215,7 +215,7 @@ def main() -> None:
     threads = os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads()))
     print(f"\n{args.preset} {args.dtype} on {args.device} ({threads} threads), {args.prompts} prompts x G={args.group}, "
           f"{args.new} new tokens, {args.steps} steps ({args.warmup} warm-up), median of {args.repeats} alternating runs")
-    print(f"| metric | lit-reason | TRL | ours/TRL |\n|---|---|---|---|")
+    print("| metric | lit-reason | TRL | ours/TRL |\n|---|---|---|---|")
     for key, label in (("step_s", "time per step (s)"), ("tokens_per_s", "rollout tokens/s"),
                        ("peak_mib", "peak memory (MiB)"), ("tokens_per_step", "completion tokens/step")):
         ours, trl = med["ours"][key], med["trl"][key]

@@ -3,6 +3,9 @@
 from datamodules.base import ProblemDataModule, ProblemDataset, collate_problems
 from datamodules.enigmata.datamodule import EnigmataDataModule
 from datamodules.math_data import MathDataModule
+from datamodules.mixture import MixtureDataModule
+from datamodules.reasoning_gym.datamodule import ReasoningGymDataModule  # needs reasoning-gym only when built
 from datamodules.toy import ToyDataModule
 
-__all__ = ["ProblemDataModule", "ProblemDataset", "collate_problems", "ToyDataModule", "MathDataModule", "EnigmataDataModule"]
+__all__ = ["ProblemDataModule", "ProblemDataset", "collate_problems", "ToyDataModule", "MathDataModule", "EnigmataDataModule",
+           "ReasoningGymDataModule", "MixtureDataModule"]

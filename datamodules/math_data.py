@@ -283,7 +283,8 @@ class MathDataModule(ProblemDataModule):
         max_train, max_val: keep at most this many items (a seeded subset); None keeps all.
         val_size: with local files and no val_path, hold out this many training rows.
         difficulty, num_train, num_val: the synthetic corpus (easy | medium | hard | mixed).
-        time_limit: wall-clock budget of one answer check, seconds (main thread).
+        time_limit: extra wall-clock budget of one answer check, seconds (main thread only; the
+            size screens of ``math_problems`` bound the check in every thread).
     """
 
     def __init__(

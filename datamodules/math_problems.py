@@ -12,13 +12,15 @@ one C-level operation such as ``10**(10**10)``). So we call math-verify with its
 bound it ourselves, in three layers:
 
 1. Text caps before parsing (any thread): answer length, brace depth, digit-run length.
-2. A size screen of the parsed SymPy tree before comparing (any thread): node count, and an
-   upper bound on the number of digits any number in it could have (power towers, huge
-   factorials, unevaluated sums/integrals are refused). This is what stops C-level blow-ups that
-   no signal can interrupt.
-3. A wall-clock deadline (``signal.setitimer``, sub-second) around parse + verify, installed
-   only in the main thread and only when no other interval timer is running. In other threads
-   layers 1-2 are the bound.
+2. A size screen of the parsed SymPy tree before comparing (any thread, no signal): node count,
+   an upper bound on the number of digits any number in it could have (power towers, huge
+   factorials, unevaluated sums/integrals are refused), and an upper bound on the number of
+   terms its polynomial expansion could have (``(x+y+z)^{200}``, ``(x+1)^{999}``: SymPy's
+   simplification expands them for a minute or more). Layers 1-2 are the time bound everywhere:
+   an answer they pass is checked in well under a second on a 2-core CPU (worst admitted shapes
+   measured ~0.5 s), in any thread and with ``time_limit=None``.
+3. A wall-clock deadline (``signal.setitimer``, sub-second) around parse + verify, an extra
+   safety net installed only in the main thread and only when no other interval timer runs.
 
 A refused or timed-out answer scores 0; nothing here raises on model output.
 """
@@ -50,6 +52,10 @@ MAX_DIGIT_RUN = 64
 MAX_TREE_NODES = 400
 #: A number with more digits than this is never materialised (refused before comparison).
 MAX_RESULT_DIGITS = 2000
+#: Most terms the full expansion of a parsed answer could have: ``(x+1)^{250}`` (251 terms) and
+#: ``(x+y+z)^{20}`` (231) check in ~0.4-0.5 s; ``(x+y+z)^{40}`` (861) took 3 s and
+#: ``(x+y+z)^{200}`` (20301) 80 s, so larger expansions are refused before SymPy sees them.
+MAX_EXPANDED_TERMS = 256
 #: Default wall-clock budget for parse + compare of one completion (main thread only).
 DEFAULT_TIME_LIMIT = 2.0
 #: How many trailing ``\boxed`` candidates we try before giving up (bounds the backward scan).
@@ -226,11 +232,44 @@ def _digits_bound(expr: Any, budget: list[int]) -> float:
     return max(children) + math.log10(len(children) + 1)
 
 
-def tree_is_checkable(parsed: list, max_digits: float = MAX_RESULT_DIGITS) -> bool:
-    """Layer 2: refuse parsed answers that could materialise huge numbers or are too large."""
+def _expanded_terms(expr: Any, cap: float) -> float:
+    """Upper bound on the number of terms of ``expr`` fully expanded (capped at ``cap``, so the
+    arithmetic stays small): a sum adds its parts' counts, a product multiplies them, and
+    ``p^e`` for a positive or negative integer ``e`` and ``p`` with ``t`` terms has at most
+    ``C(|e| + t - 1, t - 1)`` monomials; a symbolic or fractional power of it is not expanded
+    (its base's count); anything else counts the sum of its arguments' counts."""
+    import sympy
+
+    if isinstance(expr, sympy.MatrixBase):
+        return sum(_expanded_terms(x, cap) for x in expr)
+    args = getattr(expr, "args", ())
+    if isinstance(expr, str) or not args:
+        return 1.0
+    if isinstance(expr, sympy.Pow):
+        base, exponent = args
+        terms = _expanded_terms(base, cap)
+        if terms <= 1 or not isinstance(exponent, sympy.Integer):
+            return terms
+        e = abs(int(exponent.p))
+        if e > cap:  # only reached for multi-term bases
+            return cap + 1
+        return float(min(math.comb(e + int(terms) - 1, int(terms) - 1), cap + 1))
+    counts = [_expanded_terms(a, cap) for a in args]
+    if isinstance(expr, sympy.Mul):
+        return min(math.prod(counts), cap + 1)
+    if isinstance(expr, sympy.Add):
+        return min(sum(counts), cap + 1)
+    return min(sum(counts), cap + 1)  # a function's arguments, a relation's sides, a set's items
+
+
+def tree_is_checkable(parsed: list, max_digits: float = MAX_RESULT_DIGITS, max_terms: int = MAX_EXPANDED_TERMS) -> bool:
+    """Layer 2: refuse parsed answers that could materialise huge numbers, are too large, or
+    would expand into more than ``max_terms`` terms."""
     budget = [MAX_TREE_NODES]
     try:
-        return all(_digits_bound(item, budget) <= max_digits for item in parsed)
+        if not all(_digits_bound(item, budget) <= max_digits for item in parsed):
+            return False
+        return all(_expanded_terms(item, max_terms) <= max_terms for item in parsed)
     except (_TooBig, RecursionError):
         return False
     except Exception:  # noqa: BLE001 - an unexpected SymPy shape is not worth the risk
@@ -381,7 +420,8 @@ class MathProblem:
             (default ``<answer>{gold}</answer>``), so ``score(answer) == 1.0``.
         metadata: source, level, subject, index ... (level/subject feed grouped metrics).
         hash_marker: also accept a final ``#### N`` as the answer (GSM8K-style corpora).
-        time_limit: wall-clock budget per completion, seconds (main thread; see module doc).
+        time_limit: extra wall-clock budget per completion, seconds (main thread only; the size
+            screens bound the work in every thread, see module doc).
     """
 
     prompt: Any

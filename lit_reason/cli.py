@@ -5,6 +5,7 @@
     lit-reason fit --config X.yaml --print_config
     lit-reason gallery --task maze --difficulty hard -k 2
     lit-reason export --ckpt runs/x/last.ckpt --out my-policy     # a save_pretrained directory
+    lit-reason evaluate --model smollm2-135m-instruct -n 4        # the versioned Enigmata benchmark
 
 Short class names work for everything imported here (``model: GRPO``, ``data: EnigmataDataModule``).
 """
@@ -73,6 +74,9 @@ class LitReasonCLI(LightningCLI):
 def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
+    from lit_reason.quiet import quiet_known_warnings
+
+    quiet_known_warnings()  # the known-harmless library messages only (lit_reason/quiet.py)
     if argv and argv[0] == "gallery":
         from datamodules.enigmata.gallery import main as gallery_main
 
@@ -81,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         from lit_reason.export import main as export_main
 
         raise SystemExit(export_main(argv[1:]))
+    if argv and argv[0] == "evaluate":
+        from lit_reason.evaluate import main as evaluate_main
+
+        raise SystemExit(evaluate_main(argv[1:]))
     try:  # exit_on_error=False: parse errors are raised (not printed as a usage dump) and end up below
         LitReasonCLI(args=None if from_command_line else argv,  # None: LightningCLI reads sys.argv itself
                      parser_kwargs={"exit_on_error": False})

@@ -10,7 +10,8 @@ exception in the ``__cause__`` / ``__context__`` chain and prints only its messa
 Which exceptions count as bad input (everything else keeps its traceback, so bugs stay debuggable):
   * ``PolicyLoadError`` (and the ``BuiltinModelError`` it wraps), wherever it is raised;
   * Lightning's ``MisconfigurationException`` (a Trainer setting it rejects), likewise;
-  * a plain ``ValueError`` / ``FileNotFoundError`` raised by project code (``lit_reason``,
+  * a plain ``ValueError`` / ``FileNotFoundError`` / ``ImportError`` (an optional dependency
+    that is missing, e.g. ``pip install peft``) raised by project code (``lit_reason``,
     ``datamodules``, ``callbacks``) while a LightningModule, LightningDataModule or Callback runs
     ``__init__``, ``prepare_data`` or ``setup``: a check of a setting, not a failure in training;
   * jsonargparse's ``ArgumentError`` (unknown key or class, a value of the wrong type, a missing
@@ -42,7 +43,7 @@ def one_line_error(exc: BaseException) -> str | None:
         if isinstance(err, MisconfigurationException):
             return f"trainer: {_flat(str(err))}"
         if isinstance(err, (PolicyLoadError, BuiltinModelError)) or (
-            type(err) in (ValueError, FileNotFoundError) and _raised_checking_settings(err)
+            type(err) in (ValueError, FileNotFoundError, ImportError) and _raised_checking_settings(err)
         ):
             return _flat(str(err)) or type(err).__name__
     for i, err in enumerate(chain):

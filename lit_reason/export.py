@@ -5,8 +5,10 @@
 
 The module is not rebuilt: the policy is built from the checkpoint's ``model`` hyper-parameter
 (a preset, a path or a hub name) and gets the ``policy.*`` weights of the checkpoint's state dict,
-so any module of the GRPO family exports the same way (HRPO's gate and LoRA adapters are not part
-of a plain causal LM: merge adapters first). Sharded checkpoints (FSDP / DeepSpeed directories)
+so any module of the GRPO family exports the same way (HRPO's gate is not part of a plain causal
+LM). A LoRA policy (``model.lora``) exports its adapter (``PeftModel.from_pretrained(base, out)``) and,
+with ``--merged``, also the base with the adapter merged in, under ``out/merged`` (a plain
+``from_pretrained`` directory). Sharded checkpoints (FSDP / DeepSpeed directories)
 must be consolidated first (see docs/scaling.md). At the end of ``fit`` the same thing is done by
 ``callbacks.PolicyExport``.
 """
@@ -21,9 +23,12 @@ from typing import Any
 
 import torch
 
+from lit_reason.lora import LoraSettings, merged_model, rebuild_on_cpu
 from lit_reason.policy import DTYPES, load_policy
 
 POLICY_PREFIX = "policy."
+#: subdirectory of a LoRA export that holds the merged model
+MERGED_DIR = "merged"
 
 
 def policy_state_dict(state_dict: dict[str, torch.Tensor], prefix: str = POLICY_PREFIX) -> dict[str, torch.Tensor]:
@@ -57,22 +62,59 @@ def save_policy(policy: Any, tokenizer: Any, out_dir: str, state_dict: dict[str,
     return out_dir
 
 
-def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None) -> str:
-    """Write the policy of a Lightning checkpoint as a ``from_pretrained``-loadable directory."""
+def save_lora_policy(policy: Any, tokenizer: Any, out_dir: str, state_dict: dict[str, torch.Tensor] | None = None,
+                     dtype: str | None = None) -> str:
+    """The adapter of a peft ``policy`` (taken from ``state_dict``, the policy's full one, when
+    given) and the tokenizer into ``out_dir``; ``dtype`` casts the saved adapter."""
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"export dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    weights = policy.state_dict() if state_dict is None else state_dict
+    if dtype is not None:
+        weights = {k: v.to(DTYPES[dtype]) if "lora_" in k and v.is_floating_point() else v for k, v in weights.items()}
+    os.makedirs(out_dir, exist_ok=True)
+    policy.save_pretrained(out_dir, state_dict=weights, save_embedding_layers=False)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def save_merged_policy(model: str, model_dtype: str, lora: LoraSettings, state_dict: dict[str, torch.Tensor],
+                       tokenizer: Any, out_dir: str, dtype: str | None = None) -> str:
+    """The base with the adapter merged in, rebuilt on CPU from the policy's full ``state_dict``,
+    into ``out_dir/merged`` (a plain ``from_pretrained`` directory); returns that directory."""
+    return save_policy(merged_model(model, model_dtype, lora, state_dict), tokenizer, os.path.join(out_dir, MERGED_DIR),
+                       dtype=dtype)
+
+
+def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None, merged: bool = False) -> str:
+    """Write the policy of a Lightning checkpoint as a ``from_pretrained``-loadable directory
+    (LoRA runs: the adapter, and with ``merged`` the merged model in ``out_dir/merged``)."""
     if os.path.isdir(ckpt_path):
         raise ValueError(f"{ckpt_path} is a directory (a sharded FSDP/DeepSpeed checkpoint): consolidate it into one "
                          "file first, see docs/scaling.md")
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     hparams = checkpoint.get("hyper_parameters") or {}
     name = hparams.get("model", "tiny")
-    loaded = load_policy(name, dtype=hparams.get("dtype", "float32"))
     weights = policy_state_dict(checkpoint["state_dict"])
+    lora = LoraSettings.parse(hparams.get("lora"))
+    if lora is not None:
+        return _export_lora(name, hparams.get("dtype", "float32"), lora, weights, out_dir, dtype, merged)
+    loaded = load_policy(name, dtype=hparams.get("dtype", "float32"))
     missing, unexpected = loaded.model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if k not in _tied_keys(loaded.model)]
     if missing or unexpected:
         raise ValueError(f"checkpoint policy does not match model {name!r}: missing {missing[:3]}, unexpected {unexpected[:3]}"
-                         " (LoRA/HRPO policies: merge adapters before exporting)")
+                         " (was it trained with model.lora? then the checkpoint's hyper-parameters say so)")
     return save_policy(loaded.model, loaded.tokenizer, out_dir, dtype=dtype)
+
+
+def _export_lora(name: str, model_dtype: str, lora: LoraSettings, weights: dict[str, torch.Tensor], out_dir: str,
+                 dtype: str | None, merged: bool) -> str:
+    """A LoRA checkpoint: a fresh CPU policy gets its weights; the adapter is saved, then merged."""
+    loaded = rebuild_on_cpu(name, model_dtype, lora, weights)
+    save_lora_policy(loaded.model, loaded.tokenizer, out_dir, dtype=dtype)
+    if merged:
+        save_policy(loaded.model.merge_and_unload(), loaded.tokenizer, os.path.join(out_dir, MERGED_DIR), dtype=dtype)
+    return out_dir
 
 
 def _tied_keys(model: Any) -> set[str]:
@@ -84,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, help="a Lightning .ckpt written by lit-reason fit")
     parser.add_argument("--out", required=True, help="output directory (config, weights, tokenizer)")
     parser.add_argument("--dtype", default=None, help="cast the saved weights: float32 | bfloat16 | float16")
+    parser.add_argument("--merged", action="store_true",
+                        help="LoRA runs: also write the base with the adapter merged in, to OUT/merged")
     args = parser.parse_args(argv)
     try:
-        print(export_checkpoint(args.ckpt, args.out, args.dtype))
+        print(export_checkpoint(args.ckpt, args.out, args.dtype, merged=args.merged))
     except (ValueError, FileNotFoundError) as err:
         message = " ".join(str(err).split())  # one line, as the CLI prints bad input (lit_reason/cli_errors.py)
         print(f"error: {message}", file=sys.stderr)

@@ -39,16 +39,21 @@ def group_vocabulary(token_ids: Tensor, mask: Tensor) -> Tensor:
     return torch.unique(token_ids[mask.bool()])
 
 
-def restricted_probs(logits: Tensor, columns: Tensor) -> Tensor:
+def restricted_probs(logits: Tensor, columns: Tensor, chunk_size: int = 1024) -> Tensor:
     """``softmax(logits)[..., columns]`` in float32: the full-vocabulary softmax read at S only.
 
     Args:
         logits: ``[N, V]`` (any dtype; already divided by the sampling temperature).
         columns: ``[S]`` or ``[N, S]`` vocabulary ids.
+        chunk_size: rows converted to float32 at a time (never a float32 copy of all of ``logits``).
     """
-    z = logits.float()
-    cols = columns.expand(z.shape[0], -1) if columns.dim() == 1 else columns
-    return torch.exp(z.gather(-1, cols) - torch.logsumexp(z, dim=-1, keepdim=True))
+    cols = columns.expand(logits.shape[0], -1) if columns.dim() == 1 else columns
+    out = torch.empty(cols.shape, dtype=torch.float32, device=logits.device)
+    for start in range(0, logits.shape[0], chunk_size):
+        z = logits[start : start + chunk_size].float()
+        out[start : start + chunk_size] = torch.exp(z.gather(-1, cols[start : start + chunk_size])
+                                                    - torch.logsumexp(z, dim=-1, keepdim=True))
+    return out
 
 
 def error_vectors(token_ids: Tensor, probs: Tensor, vocab: Tensor) -> Tensor:

@@ -12,8 +12,10 @@ import math
 import torch
 from torch import Tensor
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo")
 REWARD_SCALES = ("group", "batch", "none")
+#: ``token``: one importance ratio per token (GRPO); ``sequence``: one per completion (GSPO)
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 
 # --------------------------------------------------------------------------- advantages
@@ -174,17 +176,45 @@ def self_certainty(logits: Tensor, mask: Tensor, temperature: float = 1.0, chunk
     return per_token.sum(-1) / keep.reshape(mask.shape).sum(-1).clamp_min(1)
 
 
+# --------------------------------------------------------------------------- token selection
+def linear_quantile(values: Tensor, q: float) -> Tensor:
+    """``torch.quantile(values, q)`` (linear interpolation) for a 1-D tensor of any length
+    (``torch.quantile`` refuses inputs of more than 2**24 elements)."""
+    ordered = values.double().sort().values
+    pos = q * (ordered.numel() - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return (ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)).to(values.dtype)
+
+
+def high_entropy_mask(entropy: Tensor, mask: Tensor, top_quantile: float, pool: Tensor | None = None) -> Tensor:
+    """Bool ``[B, T]``: the counted tokens whose entropy is in the top ``top_quantile`` share
+    ("Beyond the 80/20 rule", arXiv 2506.01939; the reference trainer's ``top_entropy_quantile``).
+
+    The threshold is the ``1 - top_quantile`` linear quantile of ``pool`` (default: the entropies of
+    the counted tokens; under DDP the caller passes every rank's); a token is kept when its entropy
+    is >= the threshold. ``top_quantile`` 1 keeps every token, 0 only the highest-entropy one(s).
+    """
+    if not 0.0 <= top_quantile <= 1.0:
+        raise ValueError(f"top_entropy_quantile must be in [0, 1], got {top_quantile}")
+    counted = mask != 0
+    pool = entropy[counted] if pool is None else pool
+    if pool.numel() == 0:
+        return torch.zeros_like(counted)
+    threshold = linear_quantile(pool.float(), 1.0 - top_quantile)
+    return (entropy * counted >= threshold) & counted
+
+
 # --------------------------------------------------------------------------- the loss
 def loss_normalizer(mask: Tensor, loss_type: str, max_completion_length: int | None = None) -> float:
     """The denominator each loss type divides its summed terms by, for one batch.
 
     ``grpo`` sums per-sequence means, so it divides by the number of sequences; ``bnpo``/``dapo``
     divide the token sum by the token count (for ``dapo`` the caller passes the global count);
-    ``dr_grpo`` by ``num_sequences * max_completion_length``.
+    ``dr_grpo`` by ``num_sequences * max_completion_length``; ``cispo`` like ``dapo``.
     """
     if loss_type == "grpo":
         return float(mask.shape[0])
-    if loss_type in ("bnpo", "dapo"):
+    if loss_type in ("bnpo", "dapo", "cispo"):
         return max(float(mask.sum()), 1.0)
     if loss_type == "dr_grpo":
         return float(mask.shape[0] * (max_completion_length or mask.shape[1]))
@@ -205,11 +235,19 @@ def policy_loss(
     token_weights: Tensor | None = None,
     max_completion_length: int | None = None,
     normalizer: float | None = None,
+    importance_sampling_level: str = "token",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped surrogate + optional k3 KL, aggregated by ``loss_type``.
 
     Per token: ``-min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A) * w + beta * KL`` with
     ``rho = exp(logp - old_logp)`` and ``w`` the token weights (NTHR; 1 by default).
+
+    ``importance_sampling_level="sequence"`` (GSPO): one ratio per completion,
+    ``rho = exp(mean_t (logp - old_logp))`` over its tokens (the geometric mean of the token
+    ratios), clipped per sequence. ``loss_type="cispo"`` (CISPO): per token
+    ``-sg(min(rho, eps_high)) * A * logp * w``: the clipped, stop-gradient weight scales a
+    REINFORCE term, so no token's gradient is ever cut; ``eps_high`` is the cap on the ratio
+    itself (about 5), not an offset from 1; summed over tokens and divided like ``dapo``.
 
     Args:
         advantages: ``[B]`` per sequence or ``[B, T]`` per token.
@@ -217,16 +255,27 @@ def policy_loss(
             global token count for ``dapo`` under DDP).
     Returns:
         ``(loss, metrics)``; metrics are detached masked means: ``kl``, ``clip_ratio/low_mean``,
-        ``clip_ratio/high_mean``, ``clip_ratio/region_mean``.
+        ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` (``cispo``: ``cispo_clip_ratio``;
+        at sequence level the clip ratios count sequences, as the reference trainer does).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type={loss_type!r}: choose one of {LOSS_TYPES}")
+    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(f"importance_sampling_level={importance_sampling_level!r}: choose one of {IMPORTANCE_SAMPLING_LEVELS}")
+    if loss_type == "cispo" and eps_high is None:
+        raise ValueError("loss_type=cispo needs eps_high: the cap on the importance weight (about 5.0)")
     eps_high = eps_low if eps_high is None else eps_high
     mask = mask.to(logps.dtype)
     adv = advantages if advantages.dim() == 2 else advantages[:, None]
-    ratio = torch.exp(logps - old_logps)
-    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-    per_token = -torch.min(ratio * adv, clipped * adv)
+    log_ratio = logps - old_logps
+    if importance_sampling_level == "sequence":
+        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp_min(1))[:, None]  # [B, 1]
+    ratio = torch.exp(log_ratio)
+    if loss_type == "cispo":
+        per_token = -torch.clamp(ratio, max=eps_high).detach() * adv * logps
+    else:
+        clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+        per_token = -torch.min(ratio * adv, clipped * adv)
     if token_weights is not None:
         per_token = per_token * token_weights
     kl = None
@@ -243,13 +292,21 @@ def policy_loss(
 
     with torch.no_grad():
         n = mask.sum().clamp_min(1)
-        low = ((ratio < 1 - eps_low) & (adv < 0)).to(mask.dtype)
-        high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype)
-        metrics = {
-            "clip_ratio/low_mean": (low * mask).sum() / n,
-            "clip_ratio/high_mean": (high * mask).sum() / n,
-            "clip_ratio/region_mean": ((low + high) * mask).sum() / n,
-        }
+
+        def masked_mean(x: Tensor) -> Tensor:  # sequence level: one value per sequence
+            x = x.to(mask.dtype)
+            per_sequence = importance_sampling_level == "sequence" and x.shape[-1] == 1
+            return x.sum() / max(x.shape[0], 1) if per_sequence else (x * mask).sum() / n
+
+        if loss_type == "cispo":
+            metrics = {"cispo_clip_ratio": masked_mean((ratio > eps_high) & (adv > 0))}
+        else:
+            low, high = (ratio < 1 - eps_low) & (adv < 0), (ratio > 1 + eps_high) & (adv > 0)
+            metrics = {
+                "clip_ratio/low_mean": masked_mean(low),
+                "clip_ratio/high_mean": masked_mean(high),
+                "clip_ratio/region_mean": masked_mean(low | high),
+            }
         if kl is not None:
             metrics["kl"] = (kl * mask).sum() / n
     return loss, metrics

@@ -43,6 +43,24 @@ def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str)
     raise ValueError(f"model.lr_schedule={schedule!r}: choose one of {SCHEDULES}")
 
 
+def optimizer_steps_per_rollout(rows: int, num_iterations: int, minibatch_size: int | None) -> int:
+    """Optimizer steps GRPO takes per rollout: ``num_iterations`` passes, each one step per
+    minibatch of ``minibatch_size`` rows (the whole rollout when None)."""
+    minibatches = 1 if not minibatch_size else math.ceil(rows / minibatch_size)
+    return num_iterations * minibatches
+
+
+def run_optimizer_steps(steps_per_rollout: int, max_steps: int, max_rollouts: float) -> float:
+    """Optimizer steps a run takes. Lightning counts ``trainer.max_steps`` in optimizer steps
+    (``global_step`` under manual optimization) but only checks it between batches, so the run
+    stops after the first rollout at which ``global_step >= max_steps``: ``ceil(max_steps / k)``
+    rollouts of ``k`` steps, or ``max_rollouts`` (epochs x batches) if fewer. ``inf`` when unbounded."""
+    rollouts = max_rollouts
+    if max_steps is not None and max_steps >= 0:
+        rollouts = min(rollouts, math.ceil(max_steps / steps_per_rollout))
+    return rollouts * steps_per_rollout
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_steps: int = 0,
                     warmup_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
     if schedule not in SCHEDULES:

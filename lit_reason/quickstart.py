@@ -8,6 +8,8 @@ Per seed, every phase is one ``lit-reason`` run of a YAML config in ``configs/qu
     2. test eval.yaml      held-out accuracy of the warm-up ("before")
     3. fit  grpo.yaml      RL from the export (intuitor.yaml: self-certainty, no labels), exported
     4. test eval.yaml      held-out accuracy after RL ("after")
+    5. (--baseline) fit sft.yaml again from the warm-up export, for the RL run's wall time, then
+       test eval.yaml: the obvious baseline, "just keep doing SFT for as long as RL took"
 
 Then it prints a table (before, after, gain per seed with a 95 % confidence interval of the
 paired gain over the held-out items, and the mean over seeds) and writes ``<out>/report.md``,
@@ -74,7 +76,26 @@ def run_cli(args: list[str]):
     from lit_reason.cli import LitReasonCLI
 
     print("\n$ lit-reason " + " ".join(args), flush=True)
-    return LitReasonCLI(args=args)
+    saved, sys.argv = sys.argv, sys.argv[:1]  # the quickstart's own flags are not the CLI's (Lightning warns if both are set)
+    try:
+        return LitReasonCLI(args=args)
+    finally:
+        sys.argv = saved
+
+
+def run_cli_in_subprocess(args: list[str], root: Path) -> int:
+    """One ``lit-reason`` run in a fresh interpreter (same environment); returns the optimizer
+    steps it took, read from its CSV log under ``root``."""
+    import csv
+    import subprocess
+
+    print("\n$ lit-reason " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "lit_reason.cli", *args], check=True)
+    logs = sorted(root.glob("lightning_logs/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return 0
+    with open(logs[-1], newline="") as fh:
+        return 1 + max((int(row["step"]) for row in csv.DictReader(fh) if row.get("step")), default=-1)
 
 
 def training_report(trainer):
@@ -110,6 +131,8 @@ class SeedResult:
     rl_report_dir: str
     sft_report_dir: str
     seconds: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)  # optimizer steps of each training run
+    baseline: Evaluation | None = None  # the warm-up continued for the RL wall time (--baseline)
 
     @property
     def correct_before(self) -> list[float]:
@@ -118,6 +141,10 @@ class SeedResult:
     @property
     def correct_after(self) -> list[float]:
         return [float((i["score"] or 0.0) >= 1.0) for i in self.after.items]
+
+    @property
+    def correct_baseline(self) -> list[float]:
+        return [float((i["score"] or 0.0) >= 1.0) for i in self.baseline.items] if self.baseline else []
 
 
 def evaluate(config_dir: Path, policy_dir: str, root: str, extra: list[str]) -> Evaluation:
@@ -131,8 +158,21 @@ def evaluate(config_dir: Path, policy_dir: str, root: str, extra: list[str]) -> 
     return Evaluation(accuracy, items, report.output_dir(cli.trainer))
 
 
-def run_seed(seed: int, method: str, out: Path, config_dir: Path, extra: dict[str, list[str]]) -> SeedResult:
-    """SFT -> eval -> RL -> eval for one seed; every run writes under ``out/seed<seed>/``."""
+#: The continued warm-up draws its training puzzles from data seed ``seed + BASELINE_DATA_SEED``:
+#: fresh easy items rather than a replay of the warm-up's first ones (the held-out set is fixed).
+BASELINE_DATA_SEED = 10_000
+
+
+def max_time(seconds: float) -> str:
+    """Lightning's ``trainer.max_time`` (``DD:HH:MM:SS``) for a budget, rounded up to whole seconds."""
+    total = max(1, math.ceil(seconds))
+    return f"{total // 86400:02d}:{total % 86400 // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def run_seed(seed: int, method: str, out: Path, config_dir: Path, extra: dict[str, list[str]],
+             baseline: bool = False) -> SeedResult:
+    """SFT -> eval -> RL -> eval (-> SFT continued for the RL wall time -> eval) for one seed;
+    every run writes under ``out/seed<seed>/``."""
     base = out / f"seed{seed}"
     seconds: dict[str, float] = {}
     # The seed moves initialisation, data order and sampling of the training runs; the held-out
@@ -162,7 +202,27 @@ def run_seed(seed: int, method: str, out: Path, config_dir: Path, extra: dict[st
     seconds["eval_after"] = time.perf_counter() - start
     if [i["prompt"] for i in before.items] != [i["prompt"] for i in after.items]:
         raise RuntimeError("the before and after evaluations saw different held-out items; they must be paired")
-    return SeedResult(seed, before, after, rl_report, sft_report, seconds)
+    steps = {"sft": int(sft.trainer.global_step), method: int(rl.trainer.global_step)}
+    result = SeedResult(seed, before, after, rl_report, sft_report, seconds, steps)
+    if baseline:
+        # Same warm-up config and seed, from the warm-up's weights (fresh optimizer, same 10-step
+        # warm-up of the lr), stopped by Lightning's max_time at the RL run's wall time. In a fresh
+        # process: after a GRPO run in this one, SFT steps ran 4-25x slower (measured 2026-12-01),
+        # which would starve the baseline of steps.
+        start = time.perf_counter()
+        more_dir = str(base / "sft_more_policy")
+        steps["sft_more"] = run_cli_in_subprocess(
+            ["fit", "--config", str(config_dir / "sft.yaml"), *seed_args, *extra.get("sft", []),
+             "--data.init_args.seed", str(BASELINE_DATA_SEED + seed), "--model.model", sft_dir,
+             "--model.export_dir", more_dir, "--trainer.max_steps", "-1", "--trainer.max_time", max_time(seconds[method]),
+             "--trainer.default_root_dir", str(base / "sft_more")], base / "sft_more")
+        seconds["sft_more"] = time.perf_counter() - start
+        start = time.perf_counter()
+        result.baseline = evaluate(config_dir, more_dir, str(base / "eval_sft_more"), extra.get("eval", []))
+        seconds["eval_sft_more"] = time.perf_counter() - start
+        if [i["prompt"] for i in before.items] != [i["prompt"] for i in result.baseline.items]:
+            raise RuntimeError("the baseline evaluation saw different held-out items; it must be paired")
+    return result
 
 
 # --------------------------------------------------------------------------- table and report
@@ -185,6 +245,27 @@ def results_table(results: list[SeedResult], method: str) -> list[str]:
     return lines
 
 
+def baseline_table(results: list[SeedResult], method: str) -> list[str]:
+    """Markdown rows: RL against the warm-up continued for the same wall time (--baseline)."""
+    name = method.upper()
+    lines = [f"| seed | after SFT | SFT continued for {name}'s time | after {name} | {name} minus continued SFT (points) "
+             "| 95 % CI | steps: SFT continued / " + name + " |", "|---|---|---|---|---|---|---|"]
+    edges = []
+    for r in results:
+        if r.baseline is None:
+            continue
+        edge, low, high = paired_gain_ci(r.correct_baseline, r.correct_after)
+        edges.append(100 * edge)
+        lines.append(f"| {r.seed} | {100 * r.before.accuracy:.1f} % | {100 * r.baseline.accuracy:.1f} % | {100 * r.after.accuracy:.1f} % "
+                     f"| {100 * edge:+.1f} | [{100 * low:+.1f}, {100 * high:+.1f}] | {r.steps.get('sft_more', 0)} / {r.steps.get(method, 0)} |")
+    if len(edges) > 1:
+        m, low, high = seed_mean_ci(edges)
+        with_baseline = [r for r in results if r.baseline is not None]
+        b, c, a = (mean([100 * getattr(r, k).accuracy for r in with_baseline]) for k in ("before", "baseline", "after"))
+        lines.append(f"| mean of {len(edges)} | {b:.1f} % | {c:.1f} % | {a:.1f} % | {m:+.1f} | [{low:+.1f}, {high:+.1f}] (t over seeds) | |")
+    return lines
+
+
 def comparison_samples(result: SeedResult, k: int = 6) -> list[dict]:
     """Held-out items to show before/after: items that flipped to correct first, then others."""
     pairs = list(zip(result.before.items, result.after.items))
@@ -204,7 +285,12 @@ def write_report(out: Path, results: list[SeedResult], method: str, argv: list[s
              f"Total wall time: {total_seconds / 60:.1f} min (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}).", "",
              "## Held-out accuracy (greedy)", "", *results_table(results, method), "",
              "Gain = after minus before on the same items; its 95 % interval is a normal interval over the paired "
-             "per-item differences (and a Student-t interval over seeds in the last row).", "",
+             "per-item differences (and a Student-t interval over seeds in the last row).", ""]
+    if any(r.baseline is not None for r in results):
+        lines += [f"## Baseline: the SFT warm-up continued for {method.upper()}'s wall time", "", *baseline_table(results, method), "",
+                  f"Same config, seed and held-out items; the warm-up restarts from its export (fresh optimizer) on fresh "
+                  f"easy puzzles and stops at the {method.upper()} run's wall time.", ""]
+    lines += [
              "| seed | " + " | ".join(f"{k} (s)" for k in first.seconds) + " |",
              "|---|" + "---|" * len(first.seconds)]
     for r in results:
@@ -245,6 +331,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config-dir", default=str(CONFIG_DIR), help="directory holding sft/grpo/intuitor/eval.yaml")
     parser.add_argument("--sft-steps", type=int, help="override trainer.max_steps of the warm-up")
     parser.add_argument("--rl-steps", type=int, help="override trainer.max_steps of the RL run")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also continue the SFT warm-up for the RL run's wall time and score it on the same items")
     parser.add_argument("--extra", action="append", default=[], metavar="PHASE:ARG",
                         help="one more lit-reason argument for a phase (sft, rl or eval), e.g. "
                              "'eval:--data.init_args.eval_per_task=32'; repeatable")
@@ -266,6 +354,9 @@ def phase_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> list[SeedResult]:
+    from lit_reason.quiet import quiet_known_warnings
+
+    quiet_known_warnings()  # the known-harmless library messages only (lit_reason/quiet.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     config_dir = Path(args.config_dir)
@@ -275,10 +366,12 @@ def main(argv: list[str] | None = None) -> list[SeedResult]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results = [run_seed(seed, args.method, out, config_dir, phase_overrides(args)) for seed in args.seeds]
+    results = [run_seed(seed, args.method, out, config_dir, phase_overrides(args), args.baseline) for seed in args.seeds]
     total = time.perf_counter() - start
     report = write_report(out, results, args.method, argv, total)
     print("\n" + "\n".join(results_table(results, args.method)))
+    if args.baseline:
+        print("\n" + "\n".join(baseline_table(results, args.method)))
     print(f"\nTotal wall time {total / 60:.1f} min. Report: {report}", flush=True)
     return results
 

@@ -7,7 +7,6 @@ reference trainer): its DDP gradient is the mean of per-rank token means, which 
 against that formula instead; use ``dapo`` for the rank-invariant token mean.
 """
 
-import os
 import pickle
 
 import lightning as L

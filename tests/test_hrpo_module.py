@@ -140,7 +140,7 @@ def test_short_seeded_run_moves_lambda_keeps_rewards_finite_and_checkpoints(tmp_
 def test_lora_without_peft_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
     with pytest.raises(ImportError, match="pip install peft"):
-        tiny(lora_r=8)
+        tiny(lora={"r": 8})
 
 
 def test_tiny_config_builds_and_trains_through_the_cli():
@@ -161,7 +161,7 @@ def test_paper_recipe_config_parses(capsys):
         cli_main(["fit", "--config", str(CONFIGS / "qwen2.5-1.5b-gsm8k.yaml"), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    for line in ("model: Qwen/Qwen2.5-1.5B-Instruct", "lora_r: 32", "lora_alpha: 64", "lr: 5.0e-06", "gate_lr: 0.0001",
+    for line in ("model: Qwen/Qwen2.5-1.5B-Instruct", "lora:\n      r: 32\n      alpha: 64.0", "lr: 5.0e-06", "gate_lr: 0.0001",
                  "lambda_lr: 0.001", "num_generations: 4", "beta: 0.005", "max_grad_norm: 0.1", "tau: 0.5",
                  "optimizer: adamw8bit", "source: gsm8k", "delimiter: '####'"):
         assert line in printed, line
@@ -169,7 +169,7 @@ def test_paper_recipe_config_parses(capsys):
 
 def test_lora_adapters_train_with_the_gate_when_peft_is_installed():
     pytest.importorskip("peft")
-    module = tiny(lora_r=4, lora_alpha=8, delimiter="", r_min=0.5, r_max=0.6, max_new_tokens=8)
+    module = tiny(lora={"r": 4, "alpha": 8}, delimiter="", r_min=0.5, r_max=0.6, max_new_tokens=8)
     groups = module.optimizer_param_groups()
     assert len(groups) == 3 and all("lora_" in n for n, p in module.policy.named_parameters() if p.requires_grad)
     assert module.engine.model is module.policy and module.val_engine.model is module.policy

@@ -116,6 +116,42 @@ def test_delimiter_split_over_several_tokens():
     assert [bool(s[1]) for s in states] == [True] * 7 + [False]
 
 
+def test_delimiter_tracker_syncs_once_per_step_and_decodes_only_possible_ends(monkeypatch):
+    tok = build_char_tokenizer()
+    tracker = DelimiterTracker(tok, "##", 3, torch.device("cpu"))
+    tracker.update(torch.tensor([tok.convert_tokens_to_ids("a")] * 3))  # builds the token table
+    syncs, decoded = [], []
+    real_tolist, real_decode = torch.Tensor.tolist, tok.batch_decode
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: syncs.append(1) or real_tolist(t))
+    for name in ("item", "__bool__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, lambda t: pytest.fail(f"host sync via {name}"))
+    tok.batch_decode = lambda rows, **kw: decoded.append(len(rows)) or real_decode(rows, **kw)
+    rows = ["xy#", "#x#", "yyy"]
+    for t in range(3):
+        tracker.update(torch.tensor([tok.convert_tokens_to_ids(r[t]) for r in rows]))
+    assert len(syncs) == 3  # one per step
+    assert decoded == [1, 2]  # only rows whose newest token is "#" (none at step 2: no decode)
+    monkeypatch.undo()
+    assert tracker.reasoning.tolist() == [True, True, True]
+    tracker.update(torch.tensor([tok.convert_tokens_to_ids(c) for c in "##y"]))
+    assert tracker.reasoning.tolist() == [False, False, True]  # "xy##" and "#x##" hold the delimiter
+
+
+def test_latent_uses_the_table_in_its_own_dtype(monkeypatch):
+    torch.manual_seed(0)
+    table = torch.randn(300, 16).bfloat16()
+    logits = torch.randn(4, 300)
+    want = latent_from_logits(logits, table.float(), tau=0.5)
+    big = []
+    real_float = torch.Tensor.float
+    monkeypatch.setattr(torch.Tensor, "float", lambda t: big.append(t.numel()) or real_float(t))
+    got = latent_from_logits(logits, table, tau=0.5)
+    monkeypatch.undo()
+    assert max(big) < table.numel()  # no float32 copy of the table
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
 def test_training_forward_reproduces_rollout_logprobs():
     module = make_module()
     ro = rollout_for(module)

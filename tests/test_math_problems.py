@@ -218,3 +218,48 @@ def test_time_limit_is_not_armed_off_main_thread():
 def test_equivalence_never_raises_on_odd_types():
     assert answers_equivalent("1", None) is False
     assert answers_equivalent(None, "1") is False
+
+
+# Polynomial blow-ups: small numbers, a small tree, but SymPy's simplification expands them
+# (``(x+y+z)^{200}`` took 80 s with no alarm). The expansion screen refuses them in any thread.
+EXPANSIONS = ["(x+y+z)^{200}", "(x+1)^{999}", "(x+1)^{-999}", "(x+1)^{200}(y+2)^{200}", "\\sqrt{(x+y)^{900}}", "\\{(x+1)^{300}, 1\\}"]
+
+
+def test_expansion_bound_counts_terms_by_hand():
+    from sympy import Rational, Symbol, sqrt
+
+    from datamodules.math_problems import _expanded_terms
+
+    x, y, z = Symbol("x"), Symbol("y"), Symbol("z")
+    assert _expanded_terms((x + 1) ** 2, 10**6) == 3  # x^2 + 2x + 1
+    assert _expanded_terms((x + y + z) ** 2, 10**6) == 6  # C(4, 2)
+    assert _expanded_terms((x + y + z) ** 200, 10**6) == 20301  # C(202, 2)
+    assert _expanded_terms((x + 1) ** 3 * (y + 1) ** 2, 10**6) == 12  # 4 * 3
+    assert _expanded_terms((x + 1) ** Rational(1, 2), 10**6) == 2  # a root is not expanded
+    assert _expanded_terms(sqrt(x) + x ** 999, 10**6) == 2
+    assert _expanded_terms((x + 1) ** 999, 100) == 101  # capped: the arithmetic stays small
+
+
+@pytest.mark.parametrize("time_limit", [None, 2.0])
+def test_expansion_blowups_score_zero_fast_without_alarm(time_limit):
+    """With ``time_limit=None`` (no alarm at all) and in a worker thread (where none can be
+    armed), blow-ups score 0 fast and ordinary correct answers, expanded or not, still score 1."""
+    cases = [(b, 0.0) for b in EXPANSIONS] + [("(x+1)^2", 1.0), ("(x+1)(x+1)", 1.0), ("x^2 + 2x + 1", 1.0), ("(x-1)^2", 0.0)]
+    results: list[tuple[float, float]] = []
+
+    def worker():
+        problem = MathProblem("q", "x^2+2x+1", time_limit=time_limit)
+        problem.score("<answer>1</answer>")  # import + warm-up outside the timed calls
+        for body, _ in cases:
+            start = time.perf_counter()
+            results.append((problem.score(f"<answer>{body}</answer>"), time.perf_counter() - start))
+
+    worker_thread = threading.Thread(target=worker, daemon=True)
+    worker_thread.start()
+    worker_thread.join(timeout=60)
+    assert not worker_thread.is_alive()
+    assert [s for s, _ in results] == [want for _, want in cases]
+    assert max(t for _, t in results) < 1.5
+    start = time.perf_counter()  # and in the main thread with no alarm
+    assert all(answers_equivalent("3", body, None) is False for body in EXPANSIONS)
+    assert time.perf_counter() - start < 1.5

@@ -32,21 +32,25 @@ def rollout_for(module, n_prompts=3):
     return module.generate([problems[i] for i in range(n_prompts)], generator=torch.Generator().manual_seed(1))
 
 
-def test_old_pass_keeps_hidden_states_and_group_restricted_probabilities():
-    module = tiny(micro_batch_size=3)  # micro-batches cut across groups of 4
+@pytest.mark.parametrize("chunked", [True, False])
+def test_old_pass_keeps_hidden_states_and_group_restricted_probabilities(chunked):
+    module = tiny(micro_batch_size=3, chunked_lm_head=chunked, temperature=0.8)  # micro-batches cut across groups of 4
     rollout = rollout_for(module)
     old = module.old_policy_pass(rollout, need_old=True, need_ref=False)
     logits, hidden = module.policy_logits(module.policy, rollout, need_hidden=True)
     probs = torch.softmax(logits.float(), -1)
+    counted = rollout.completion_mask.float()  # what the losses read (the chunked head leaves 0 elsewhere)
     torch.testing.assert_close(old["nthr_hidden"], hidden, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(old["old_logps"], token_logps(logits, rollout.completion_ids), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(old["old_logps"] * counted, token_logps(logits, rollout.completion_ids) * counted,
+                               rtol=1e-5, atol=1e-5)
     for g in range(3):
         rows = slice(4 * g, 4 * g + 4)
         n = int(old["nthr_vocab_sizes"][g])
         vocab = old["nthr_vocab"][g, :n]
         ids, mask = rollout.completion_ids[rows], rollout.completion_mask[rows]
         assert vocab.tolist() == sorted(set(ids[mask.bool()].tolist()))
-        torch.testing.assert_close(old["nthr_probs"][rows, :, :n], probs[rows][..., vocab], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(old["nthr_probs"][rows, :, :n] * mask[..., None],
+                                   probs[rows][..., vocab] * mask[..., None], rtol=1e-5, atol=1e-6)
     assert old["nthr_probs"].shape[-1] < probs.shape[-1]  # never the full vocabulary
 
 

@@ -93,3 +93,23 @@ def test_shortened_quickstart_reward_rises_and_report_is_written(tmp_path):
     assert (Path(result.sft_report_dir) / "metrics.csv").is_file()  # default CSV logger
     assert any(Path(result.sft_report_dir).glob("events.out.tfevents.*"))  # and TensorBoard
     assert (out / "seed0" / "sft_policy" / "model.safetensors").is_file()
+
+
+def test_max_time_format_by_hand():
+    assert qs.max_time(0.2) == "00:00:00:01"  # at least one second
+    assert qs.max_time(245.3) == "00:00:04:06"  # rounded up
+    assert qs.max_time(90061) == "01:01:01:01"
+
+
+def _evaluation(correct):
+    return qs.Evaluation(sum(correct) / len(correct), [{"prompt": f"p{i}", "score": float(c)} for i, c in enumerate(correct)], "")
+
+
+def test_baseline_table_by_hand():
+    """GRPO vs the continued warm-up on the same 4 items: after = 1 1 1 0, baseline = 1 0 0 0:
+    paired differences 0 1 1 0, mean +50 points, sd 0.577, half width 1.96 * 0.577 / 2 = 56.6 points."""
+    r = qs.SeedResult(3, _evaluation([0, 0, 1, 0]), _evaluation([1, 1, 1, 0]), "", "", steps={"sft_more": 900, "grpo": 600})
+    r.baseline = _evaluation([1, 0, 0, 0])
+    lines = qs.baseline_table([r], "grpo")
+    assert lines[2] == "| 3 | 25.0 % | 25.0 % | 75.0 % | +50.0 | [-6.6, +106.6] | 900 / 600 |"
+    assert qs.baseline_table([r, r], "grpo")[-1].startswith("| mean of 2 | 25.0 % | 25.0 % | 75.0 % | +50.0 |")

@@ -159,3 +159,52 @@ def test_bad_sampling_config_fails_with_one_line():
         SamplingConfig(max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)
+
+
+def test_stop_string_table_flags_only_tokens_that_share_a_character(tok):
+    from lit_reason.rollout.stop_strings import completing_tokens
+
+    flags = completing_tokens(tok, ["</answer>", "##"], len(tok) + 3)
+    text = lambda i: tok.decode([i], skip_special_tokens=False)  # noqa: E731
+    for i in range(len(tok)):
+        shares = bool(set(text(i)) & set("</answer>##")) or not text(i)
+        assert bool(flags[i]) == shares, (i, text(i))
+    assert flags[len(tok):].all()  # ids the tokenizer does not know are always checked
+    tok_cleanup = build_char_tokenizer()
+    tok_cleanup.clean_up_tokenization_spaces = True  # " ." -> "." can join text across tokens
+    assert completing_tokens(tok_cleanup, ["x."], len(tok)).all()
+    assert not completing_tokens(tok_cleanup, ["xy"], len(tok)).all()
+
+
+def test_stop_strings_end_rows_exactly_where_decoding_every_row_would(tok):
+    """Random scripts, several stop strings (one spanning tokens that also occur alone): the
+    engine's row ends equal a brute-force decode of every row's tail at every step, while it
+    decodes only rows whose newest token could complete a stop string."""
+    stops = ["</answer>", "ab", "\n\n"]
+    alphabet = ids_of(tok, "ab</answer>xyz\n 7")
+    gen = torch.Generator().manual_seed(0)
+    scripts = [[alphabet[int(i)] for i in torch.randint(0, len(alphabet), (30,), generator=gen)] for _ in range(12)]
+    window = max(len(s) for s in stops) + 8
+
+    def brute_force_length(script):
+        for t in range(len(script)):
+            if any(s in tok.decode(script[max(0, t + 1 - window) : t + 1], skip_special_tokens=False) for s in stops):
+                return t + 1
+        return len(script)
+
+    decoded_rows = []
+    real = tok.batch_decode
+
+    def counting(rows, **kw):
+        decoded_rows.append(len(rows))
+        return real(rows, **kw)
+
+    tok.batch_decode = counting
+    try:
+        r = run_scripted(tok, scripts, max_new_tokens=30, stop_strings=stops)
+    finally:
+        del tok.batch_decode
+    assert r.completion_mask.sum(-1).tolist() == [brute_force_length(s) for s in scripts]
+    assert any(n < len(scripts) for n in decoded_rows[1:])  # rows were skipped (the first call builds the table)
+    brute = sum(min(brute_force_length(s), 30) for s in scripts)  # row-steps the old loop decoded
+    assert sum(decoded_rows[1:]) - len(scripts) < brute  # minus the final texts of assemble()

@@ -15,13 +15,9 @@ from datamodules.enigmata.arith_expr import (
     solve_all_numbers,
     strip_claimed_result,
 )
-from datamodules.enigmata.base import NO_SOLUTION, Task, register
+from datamodules.enigmata.base import NO_SOLUTION, Task, register, says_no_solution
 
 GAME24_TARGET = 24
-
-
-def _says_no_solution(body: str) -> bool:
-    return body.strip().rstrip(".").strip().lower() == NO_SOLUTION
 
 
 def _expression_value(body: str, target: int):
@@ -92,7 +88,7 @@ class Game24(Task):
     def verify(self, answer, metadata):
         if not isinstance(answer, str) or len(answer) > self.max_answer_chars:
             return False
-        if _says_no_solution(answer):
+        if says_no_solution(answer):
             return metadata.get("solvable") is False
         parsed = _expression_value(answer, metadata["target"])
         if parsed is None:

@@ -31,6 +31,15 @@ PROMPT_STYLES = ("full", "compact")
 NO_SOLUTION = "no solution"
 
 
+def says_no_solution(body: object) -> bool:
+    """The one rule every task uses to read a "no solution" answer: case, surrounding spaces,
+    repeated inner spaces and trailing ``.``/``!`` are ignored ("No solution." and "  NO SOLUTION  "
+    count; "no solution exists" does not). Bounded: long bodies are rejected unread."""
+    if not isinstance(body, str) or len(body) > 64:
+        return False
+    return " ".join(body.lower().split()).rstrip(".! ") == NO_SOLUTION
+
+
 @dataclass
 class Puzzle:
     """One generated puzzle: a Problem whose ``answer`` is a complete correct completion."""

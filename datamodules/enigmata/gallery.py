@@ -56,6 +56,32 @@ def show(names: Sequence[str], difficulty: str, k: int, seed: int) -> str:
     return "\n".join(out)
 
 
+#: The docs page's section on using the suite from other trainers (datamodules/enigmata/hf.py).
+OTHER_TRAINERS = [
+    "## Use from other trainers",
+    "",
+    "`datamodules.enigmata.hf` needs none of the project's LightningModules. `build_dataset` returns a",
+    "`datasets.Dataset` with columns `prompt` (chat messages, or text with `prompt_format=\"text\"`),",
+    "`answer` (the gold answer body), `task`, `category`, `difficulty`, `seed`, `knobs`, `prompt_style`",
+    "and `metadata` (a JSON string); `split=\"eval\"` gives EnigmataDataModule's fixed eval items, and",
+    "the train split avoids the first `eval_per_task` (default 50) of them. `enigmata_reward` has the reward-function signature of TRL's",
+    "`GRPOTrainer` (`completions, **columns -> list[float]`; completions as strings or chat messages): it",
+    "regenerates each row's puzzle from `task`, `difficulty`, `seed` and `knobs` and scores the last",
+    "`<answer>` block with the puzzle's verifier (1 or 0). `tests/enigmata/test_hf.py` runs it through",
+    "TRL's own reward code and a real GRPOTrainer.",
+    "",
+    "```python",
+    "from trl import GRPOConfig, GRPOTrainer",
+    "from datamodules.enigmata.hf import build_dataset, enigmata_reward",
+    "",
+    "train = build_dataset(categories=[\"Arithmetic\", \"Grid\"], n_per_task=500, difficulties=[\"easy\", \"medium\"], seed=0)",
+    "trainer = GRPOTrainer(model=\"HuggingFaceTB/SmolLM2-135M-Instruct\", reward_funcs=enigmata_reward,",
+    "                      args=GRPOConfig(output_dir=\"out\"), train_dataset=train)",
+    "```",
+    "",
+]
+
+
 def markdown(seed: int = 0) -> str:
     """The docs page: a table of tasks, categories and knobs, then one medium example per task."""
     lines = [
@@ -89,6 +115,7 @@ def markdown(seed: int = 0) -> str:
         "  tasks (the quickstart): a 2-layer character-level model learns 4x4 sudoku from the ~40-character",
         "  compact prompt in ~1000 steps and stays at 0 % with the ~430-character full prompt.",
         "",
+        *OTHER_TRAINERS,
         "## Tasks and difficulty knobs",
         "",
         "| category | task | easy | medium | hard |",

@@ -7,6 +7,8 @@ does not recognise. Callers turn ``None`` into a failed verification.
 
 from __future__ import annotations
 
+from datamodules.enigmata.base import says_no_solution
+
 #: Longest integer a coordinate or node label may have (keeps int() trivially bounded).
 MAX_DIGITS = 4
 
@@ -90,5 +92,6 @@ def parse_word_sequence(body: str, vocabulary: frozenset[str], max_items: int) -
 
 
 def is_no_solution(body: str) -> bool:
-    """True when the body says the instance has no solution (case and trailing dot ignored)."""
-    return isinstance(body, str) and len(body) < 40 and body.strip().rstrip(".").strip().lower() == "no solution"
+    """True when the body says the instance has no solution (the shared rule, see
+    :func:`datamodules.enigmata.base.says_no_solution`)."""
+    return says_no_solution(body)

@@ -12,7 +12,7 @@ import random
 
 from lit_reason.answer import extract_answer
 
-from datamodules.enigmata.base import NO_SOLUTION, Puzzle, Task, register
+from datamodules.enigmata.base import NO_SOLUTION, Puzzle, Task, register, says_no_solution
 from datamodules.enigmata.sequential_cars import colour_changes, max_displacement, optimal_order
 from datamodules.enigmata.sequential_lists import (
     FAMILY_TEXT,
@@ -45,10 +45,6 @@ NO_SOLUTION_LINE = f"If the goal cannot be reached from this board, answer exact
 
 def _body(puzzle: Puzzle) -> str:
     return extract_answer(puzzle.answer) or ""
-
-
-def _is_no_solution(body: str) -> bool:
-    return body.strip().lower() == NO_SOLUTION
 
 
 def _check_depths(task: str, min_depth: int, max_depth: int, unsolvable_rate: float) -> None:
@@ -93,7 +89,7 @@ class _BoardTask(Task):
         return self.describe(board, max_moves), body, metadata
 
     def verify(self, answer: str, metadata: dict) -> bool:
-        if _is_no_solution(answer):
+        if says_no_solution(answer):
             return not metadata["solvable"]
         if not metadata["solvable"]:
             return False
@@ -317,7 +313,7 @@ class CarPainting(Task):
             f"{n_cars} cars stand in a row, numbered 1 to {n_cars} from left to right, with these colours:\n"
             f"{cars}\n\n"
             "A colour change is a pair of neighbouring cars with different colours. You may reorder the "
-            f"cars, but every car must end at most {max_shift} positions away from where it started "
+            f"cars, but every car must end at most {max_shift} position{'' if max_shift == 1 else 's'} away from where it started "
             f"(car i may stand at positions i-{max_shift} to i+{max_shift}). Find an order with the fewest "
             "possible colour changes. Answer with all the car numbers in their new order from left to "
             "right, separated by spaces (for example: 2 1 3 ...)."
@@ -395,7 +391,7 @@ class StackPermutation(Task):
         return question, body, metadata
 
     def verify(self, answer: str, metadata: dict) -> bool:
-        if _is_no_solution(answer):
+        if says_no_solution(answer):
             return not metadata["solvable"]
         n = len(metadata["inputs"])
         if not metadata["solvable"] or len(answer) > 12 * n + 64:
@@ -449,10 +445,10 @@ class BigBenchSymbolic(Task):
         else:
             raise RuntimeError("big_bench_symbolic: no identifiable instance in 2000 draws")
         shown = "\n".join(f"{format_list(x)} -> {format_list(y)}" for x, y in examples)
-        ops = "operation" if depth == 1 else f"composition of at most {depth} operations"
+        ops = "a single operation" if depth == 1 else f"a composition of at most {depth} operations, applied one after another,"
         question = (
-            f"A hidden function turns a list of integers into another list. It is a {ops}, "
-            "applied one after another, from this family:\n"
+            f"A hidden function turns a list of integers into another list. It is {ops} "
+            "from this family:\n"
             f"{FAMILY_TEXT}\n\n"
             f"Examples:\n{shown}\n\n"
             f"What does the function return for {format_list(inputs[-1])}? Answer with the list in the "

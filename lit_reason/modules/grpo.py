@@ -17,15 +17,23 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_reason import objectives as obj
+from lit_reason.advantages import check_estimator, estimate_advantages
+from lit_reason.dynamic_sampling import fill_informative_groups, refill_indices
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
+from lit_reason.lm_head import (CompletionScores, adapter_base, adapters_off, chunked_head_stats, final_hidden_states,
+                                split_causal_lm)
 from lit_reason.metrics import GroupedAccuracy, problem_groups
-from lit_reason.optim import build_optimizer, build_scheduler
+from lit_reason.optim import build_optimizer, build_scheduler, optimizer_steps_per_rollout, run_optimizer_steps
 from lit_reason.policy import load_policy
 from lit_reason.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS, encode_prompt
+from lit_reason.lora import AdaptersOff, LoraSettings, check_lora_precision, load_lora_policy, lora_hparams
 from lit_reason.reference import build_reference, check_ref_quantization
 from lit_reason.rewards import compute_rewards, resolve_reward
 from lit_reason.rng import collect_rng_states, set_rng_states
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions_from_mask
+from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
+from lit_reason.rollout.options import options_dict, parse_options
+from lit_reason.rollout.vllm_engine import ROLLOUT_ENGINES, VLLMOptions, build_vllm_session, VLLMRolloutEngine
 
 
 class GRPO(L.LightningModule):
@@ -48,7 +56,9 @@ class GRPO(L.LightningModule):
         eps_low, eps_high: clipping range of the ratio (eps_high defaults to eps_low).
         beta: weight of the k3 KL to a frozen copy of the initial policy (no copy is made when 0).
         num_iterations: mu, optimisation passes over one rollout (old log-probs stored once).
-        minibatch_size: completions per optimizer step (default: the whole rollout).
+        minibatch_size: completions per optimizer step (default: the whole rollout). A rollout takes
+            num_iterations x minibatches optimizer steps; ``trainer.max_steps`` and the LR schedule
+            count optimizer steps (Lightning's ``global_step``), not rollouts (docs/lr_schedule.md).
         micro_batch_size: completions per forward/backward inside a minibatch (memory knob).
         mask_truncated_completions: drop completions that hit ``max_new_tokens`` from the loss.
         entropy_coef: weight of an entropy bonus (0 = off; entropy is always logged).
@@ -56,6 +66,11 @@ class GRPO(L.LightningModule):
         max_grad_norm: gradient clipping by global norm (0 = off).
         val_temperature, val_num_samples, val_max_new_tokens: evaluation sampling (greedy by default).
         logprob_chunk_size: positions per float32 chunk when turning logits into log-probs.
+        chunked_lm_head: compute log-probs, entropy (and Intuitor's self-certainty) from the final
+            hidden states and the LM head in chunks recomputed in backward (lit_reason.lm_head): no
+            ``[B, T, V]`` logits. False: the model's full logits (the reference path).
+        cast_lm_head_to_fp32: compute the head's logits in float32 (from float32 casts of the hidden
+            states and of each block of the head weight) instead of the model dtype.
         sampling_seed: base seed of the sampling generator (default: the global seed); rollout i is
             drawn from a generator seeded by (seed, global step, rank), so resumed runs re-draw the
             same. (Not called ``seed``: a DataModule's ``seed`` would clash in the loggers' hparams.)
@@ -63,6 +78,32 @@ class GRPO(L.LightningModule):
             (:mod:`lit_reason.rollout.static_cache`); the CPU path is the plain engine either way.
         ref_quantization: store the frozen reference (beta != 0) in ``8bit`` or ``nf4`` weights via
             bitsandbytes (see lit_reason.reference); null keeps it in ``dtype``.
+        lora: LoRA adapters via peft, ``{r, alpha, dropout, target_modules, load_in_4bit}``
+            (see lit_reason.lora): only they train, and the KL reference is the base with the
+            adapters off (no copy). null trains every weight.
+        advantage_estimator: ``grpo`` (group-normalised, by ``scale_rewards``) | ``rloo``
+            (leave-one-out baseline; ``scale_rewards`` none or batch) | ``reinforce_pp`` (batch
+            whitening) | ``reinforce_pp_baseline`` (group baseline, then batch whitening); see
+            lit_reason.advantages. The REINFORCE++ pair ignores ``scale_rewards``.
+        importance_sampling_level: ``token`` (GRPO) | ``sequence`` (GSPO: one ratio per completion,
+            the geometric mean of its token ratios, clipped per sequence; pair it with
+            ``loss_type: grpo`` as the GSPO paper does).
+        top_entropy_quantile: train the policy term only on the tokens whose entropy is in this top
+            share of the micro-batch's (all ranks'); 1.0 = every token (paper: 0.2). The KL term
+            and the entropy bonus still cover every token.
+        dynamic_sampling: DAPO dynamic sampling: drop groups whose rewards all agree and refill the
+            batch with rollouts of extra problems until it holds ``data.batch_size`` informative
+            groups (lit_reason.dynamic_sampling, whose docstring explains why resume and DDP
+            stay exact).
+        max_resample_batches: cap on the extra rollout batches (of ``data.batch_size`` problems) per
+            step; a batch still short then is completed with uninformative groups masked out.
+        rollout_engine: ``builtin`` (the KV-cache engines of lit_reason.rollout) | ``vllm``
+            (colocated vLLM, weights synced from the policy; see docs/vllm.md).
+        vllm: vLLM options ``{gpu_memory_utilization, enable_sleep_mode, max_model_len,
+            enforce_eager, tensor_parallel_size, sync_every, ...}`` (lit_reason.rollout.vllm_engine).
+        rollout_correction: truncated importance sampling on pi_trainer_old / pi_sampler,
+            ``{level: token|sequence, mode: truncate|mask, cap, floor}`` (lit_reason.rollout.correction),
+            for any engine; null = off.
     """
 
     def __init__(
@@ -102,16 +143,35 @@ class GRPO(L.LightningModule):
         val_num_samples: int = 1,
         val_max_new_tokens: int | None = None,
         logprob_chunk_size: int = 1024,
+        chunked_lm_head: bool = True,
+        cast_lm_head_to_fp32: bool = False,
         sampling_seed: int | None = None,
         fast_generation: bool = True,
         ref_quantization: str | None = None,
+        lora: LoraSettings | None = None,
+        advantage_estimator: str = "grpo",
+        importance_sampling_level: str = "token",
+        top_entropy_quantile: float = 1.0,
+        dynamic_sampling: bool = False,
+        max_resample_batches: int = 4,
+        rollout_engine: str = "builtin",
+        vllm: VLLMOptions | None = None,
+        rollout_correction: RolloutCorrection | None = None,
     ) -> None:
         super().__init__()
+        lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
+        vllm = options_dict(VLLMOptions, vllm, "model.vllm")
+        rollout_correction = options_dict(RolloutCorrection, rollout_correction, "model.rollout_correction")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._check_config()
-        loaded = load_policy(model, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
+        self.lora = LoraSettings.parse(lora)
+        if self.lora is not None:
+            loaded = load_lora_policy(model, dtype, gradient_checkpointing, self.lora)
+        else:
+            loaded = load_policy(model, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
         self.policy, self.tokenizer = loaded.model, loaded.tokenizer
+        self.rollout_correction = parse_options(RolloutCorrection, rollout_correction, "model.rollout_correction")
         self.ref_model = self._build_reference() if beta != 0.0 else None
         self.reward_weights = dict(rewards or {"correct": 1.0})
         self.reward_fns = {name: resolve_reward(name) for name in self.reward_weights}
@@ -123,6 +183,8 @@ class GRPO(L.LightningModule):
         self._warned: set[str] = set()
         self.total_tokens = 0
         self.val_accuracy_by_group: GroupedAccuracy | None = None
+        self.dynamic_sampling_totals = {"generated_groups": 0, "kept_groups": 0}  # checkpointed
+        self.dynamic_sampling_stats: dict[str, float] = {}  # the last step's (logged)
 
     # ------------------------------------------------------------------ configuration
     def _check_config(self) -> None:
@@ -135,14 +197,53 @@ class GRPO(L.LightningModule):
             (h.long_prompt in LONG_PROMPT_POLICIES, f"model.long_prompt={h.long_prompt!r}: choose 'truncate' or 'error'"),
             (h.prompt_format in PROMPT_FORMATS, f"model.prompt_format={h.prompt_format!r}: choose auto, chat or plain"),
             (h.val_num_samples >= 1, "model.val_num_samples must be >= 1"),
+            (h.logprob_chunk_size >= 1, f"model.logprob_chunk_size must be >= 1 (got {h.logprob_chunk_size})"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
         check_ref_quantization(h.ref_quantization)
+        self._check_algorithm_options()
+        self._check_rollout_engine()
+        if h.ref_quantization is not None and h.get("lora") is not None:
+            raise ValueError("model.ref_quantization has no effect with model.lora (the reference is the base with the "
+                             "adapters off, no copy): unset ref_quantization; lora.load_in_4bit quantizes the base")
+
+    def _check_algorithm_options(self) -> None:
+        """GSPO / CISPO / estimators / token selection / dynamic sampling: one line per bad value."""
+        h = self.hparams
+        problem = check_estimator(h.advantage_estimator, h.scale_rewards)
+        if problem is None and h.importance_sampling_level not in obj.IMPORTANCE_SAMPLING_LEVELS:
+            problem = (f"model.importance_sampling_level={h.importance_sampling_level!r}: choose one of "
+                       f"{obj.IMPORTANCE_SAMPLING_LEVELS} (sequence = GSPO)")
+        if problem is None and h.loss_type == "cispo" and (h.eps_high is None or h.eps_high < 1.0):
+            problem = (f"model.loss_type=cispo caps the importance weight at model.eps_high (got {h.eps_high}): "
+                       "set eps_high >= 1, e.g. 5.0 as the reference trainer recommends")
+        if problem is None and not 0.0 <= h.top_entropy_quantile <= 1.0:
+            problem = f"model.top_entropy_quantile must be in [0, 1] (1 = every token; paper: 0.2), got {h.top_entropy_quantile}"
+        if problem is None and h.max_resample_batches < 0:
+            problem = f"model.max_resample_batches must be >= 0, got {h.max_resample_batches}"
+        if problem is not None:
+            raise ValueError(problem)
+
+    def _check_rollout_engine(self) -> None:
+        h = self.hparams
+        engine = h.get("rollout_engine", "builtin")
+        if engine not in ROLLOUT_ENGINES:
+            raise ValueError(f"model.rollout_engine={engine!r}: choose one of {ROLLOUT_ENGINES}")
+        if engine == "vllm" and type(self).build_engine is not GRPO.build_engine:
+            raise ValueError(f"model.rollout_engine=vllm: {type(self).__name__} samples with its own engine "
+                             "(vLLM cannot run it); set model.rollout_engine=builtin")
+
+    def _optimizer_steps(self) -> int:
+        """Optimizer steps so far (manual optimization counts each ``opt.step()``): when vLLM syncs."""
+        return int(self.global_step) if self._trainer is not None else 0
 
     def _build_reference(self) -> torch.nn.Module:
-        """A frozen copy of the initial policy for the KL term."""
+        """A frozen copy of the initial policy for the KL term (with LoRA: the policy's own base,
+        adapters off, no copy)."""
+        if self.lora is not None:
+            return AdaptersOff(self.policy)
         if self.hparams.ref_quantization is not None:
             return build_reference(self.policy, self.hparams.ref_quantization)
         ref = load_policy(self.hparams.model, dtype=self.hparams.dtype).model
@@ -151,7 +252,16 @@ class GRPO(L.LightningModule):
         return ref
 
     def build_engine(self, sampling: SamplingConfig) -> RolloutEngine:
-        """The rollout engine (HRPO returns its latent-mixing engine)."""
+        """The rollout engine (HRPO returns its latent-mixing engine). With ``rollout_engine: vllm``
+        the train and validation engines share one colocated vLLM, checked here before training."""
+        h = self.hparams
+        if h.get("rollout_engine", "builtin") == "vllm":
+            if getattr(self, "_vllm_session", None) is None:
+                longest = max(h.max_new_tokens, h.val_max_new_tokens or 0)
+                seed = h.sampling_seed if h.sampling_seed is not None else 0
+                self._vllm_session = build_vllm_session(self.policy, self.tokenizer, h.get("vllm"), h.max_prompt_length,
+                                                        longest, self._optimizer_steps, seed)
+            return VLLMRolloutEngine(self._vllm_session, self.tokenizer, sampling)
         if self.hparams.fast_generation and torch.cuda.is_available():
             # the module is still on CPU here; the engine takes the static path once prompts are on CUDA
             return StaticCacheRolloutEngine(self.policy, self.tokenizer, sampling)
@@ -169,15 +279,35 @@ class GRPO(L.LightningModule):
         return [{"params": [p for p in self.policy.parameters() if p.requires_grad]}]
 
     def _total_optimizer_steps(self) -> int:
-        trainer = getattr(self, "_trainer", None)
+        """Length of the LR schedule: the optimizer steps this run will take, num_iterations x
+        minibatches per rollout (``trainer.max_steps`` counts optimizer steps; see lit_reason.optim)."""
+        trainer, h = getattr(self, "_trainer", None), self.hparams
         if trainer is None:
             return 1
-        if trainer.max_steps and trainer.max_steps > 0:
-            return trainer.max_steps
-        try:
-            return max(int(trainer.estimated_stepping_batches), 1)
-        except Exception:  # noqa: BLE001 - no dataloader yet
+        max_rollouts = float("inf")
+        if trainer.max_epochs is not None and trainer.max_epochs != -1:
+            _ = trainer.estimated_stepping_batches  # loads the train dataloader (Lightning's documented way)
+            if trainer.num_training_batches != float("inf"):
+                max_rollouts = trainer.num_training_batches * max(trainer.max_epochs, 1)
+        rows = 0
+        if h.minibatch_size:
+            batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+            batch = batch or getattr(trainer.train_dataloader, "batch_size", None)
+            if not batch:
+                raise ValueError("model.minibatch_size needs the rollout size: use a DataModule with a batch_size")
+            rows = batch * h.num_generations
+        per_rollout = optimizer_steps_per_rollout(rows, h.num_iterations, h.minibatch_size)
+        total = run_optimizer_steps(per_rollout, trainer.max_steps, max_rollouts)
+        if total == float("inf"):
+            if h.lr_schedule != "constant" or h.warmup_ratio:
+                raise ValueError(f"model.lr_schedule={h.lr_schedule!r} (or warmup_ratio) needs a run length: "
+                                 "set trainer.max_steps (optimizer steps) or trainer.max_epochs")
             return 1
+        if 0 <= trainer.max_steps < total:
+            self._warn_once("max_steps", f"trainer.max_steps={trainer.max_steps} counts optimizer steps and a rollout "
+                            f"takes {per_rollout} (num_iterations x minibatches); the run stops after the rollout "
+                            f"that reaches it, at {int(total)} steps: set a multiple of {per_rollout}")
+        return max(int(total), 1)
 
     def on_fit_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -190,19 +320,40 @@ class GRPO(L.LightningModule):
                     raise ValueError(
                         f"model.{name}={size} must divide the rollout batch data.batch_size x num_generations = {rows}"
                     )
+        if self.hparams.dynamic_sampling:
+            strategy = self.trainer.strategy
+            stage = (getattr(strategy, "config", None) or {}).get("zero_optimization", {}).get("stage")
+            if type(strategy).__name__.startswith("FSDP") or stage == 3:
+                raise ValueError("model.dynamic_sampling needs full weights on every rank (DDP, DeepSpeed ZeRO-2): under "
+                                 "FSDP / ZeRO-3 ranks generating different numbers of batches would wait on each other")
+
+    def on_train_start(self) -> None:
+        if self.hparams.dynamic_sampling:  # the train loader exists from here on
+            self._check_refill_dataset()
+
+    def _check_refill_dataset(self) -> None:
+        """Refills index the training dataset (see lit_reason.dynamic_sampling)."""
+        dataset = self._refill_dataset()
+        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__") or len(dataset) < 1:
+            raise ValueError("model.dynamic_sampling refills from the training dataset by index: it needs a non-empty "
+                             "map-style dataset (every ProblemDataModule has one)")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Global RNG states and the token counter, so a resumed run draws what the uninterrupted one
         would have (the rollout generator is re-seeded from the step anyway)."""
-        checkpoint["lit_reason"] = {"rng_states": collect_rng_states(), "total_tokens": self.total_tokens}
+        checkpoint["lit_reason"] = {"rng_states": collect_rng_states(), "total_tokens": self.total_tokens,
+                                    "dynamic_sampling_totals": dict(self.dynamic_sampling_totals)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lit_reason") or {}
         if "rng_states" in state:
             set_rng_states(state["rng_states"])
+        self.dynamic_sampling_totals.update(state.get("dynamic_sampling_totals", {}))
         self.total_tokens = int(state.get("total_tokens", self.total_tokens))
 
     def setup(self, stage: str) -> None:
+        if self.lora is not None and self._trainer is not None:
+            check_lora_precision(self.lora, self.ref_model is not None, self.trainer.precision_plugin)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         groups = dm.metric_groups() if dm is not None and hasattr(dm, "metric_groups") else []
         if groups and self.val_accuracy_by_group is None:
@@ -255,20 +406,82 @@ class GRPO(L.LightningModule):
             self.policy.train(was_training)
 
     # ------------------------------------------------------------------ forward passes
+    def model_inputs(self, model: torch.nn.Module, rollout: Rollout) -> dict[str, Tensor]:
+        """Keyword inputs of the training forward over prompt + completion (HRPO: ``inputs_embeds``)."""
+        ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
+        mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": positions_from_mask(mask)}
+
     def policy_logits(self, model: torch.nn.Module, rollout: Rollout, need_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
         """Logits ``[B, T, V]`` (divided by the sampling temperature) that scored each completion
         token, and optionally the final hidden states ``[B, T, H]`` at the same positions."""
-        ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
-        mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)
-        t = rollout.completion_ids.shape[1]
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
-                    logits_to_keep=t + 1, output_hidden_states=need_hidden)
-        logits = out.logits[:, :-1]
+        return self.logits_from_inputs(model, GRPO.model_inputs(self, model, rollout), rollout.completion_ids.shape[1],
+                                       need_hidden)
+
+    def logits_from_inputs(self, model: torch.nn.Module, inputs: dict[str, Tensor], t: int,
+                           need_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
+        """:meth:`policy_logits` for given :meth:`model_inputs` whose last ``t`` positions are the completion."""
+        fp32_head = split_causal_lm(adapter_base(model)) if self.hparams.cast_lm_head_to_fp32 else None
+        if fp32_head is not None:  # the full-logits path of cast_lm_head_to_fp32
+            with adapters_off(model):
+                hidden = final_hidden_states(fp32_head, **inputs)[:, -t - 1 : -1]
+            head = fp32_head.head
+            logits = torch.nn.functional.linear(hidden.float(), head.weight.float(),
+                                                None if head.bias is None else head.bias.float())
+        else:
+            out = model(**inputs, use_cache=False, logits_to_keep=t + 1, output_hidden_states=need_hidden)
+            logits = out.logits[:, :-1]
+            hidden = out.hidden_states[-1][:, -t - 1 : -1] if need_hidden else None
         temperature = self.hparams.temperature or 1.0
         if temperature != 1.0:
             logits = logits / temperature
-        hidden = out.hidden_states[-1][:, -t - 1 : -1] if need_hidden else None
         return logits, hidden
+
+    def completion_scores(self, model: torch.nn.Module, rollout: Rollout, *, entropy: bool = False,
+                          entropy_grad: bool = False, certainty_temperature: float | None = None,
+                          need_hidden: bool = False, plain_ids: bool = False) -> CompletionScores:
+        """What the losses read from one forward of ``model`` over the rollout (see CompletionScores).
+
+        With ``chunked_lm_head`` (and a plain linear head) only the final hidden states are formed
+        and the head runs in chunks recomputed in backward (:mod:`lit_reason.lm_head`), on the
+        completion tokens under ``completion_mask`` (0 elsewhere); else from the full logits.
+        ``entropy_grad``: the full path builds the entropy's graph only when it is trained on.
+        """
+        h = self.hparams
+        temperature = h.temperature or 1.0
+        split = split_causal_lm(adapter_base(model)) if h.chunked_lm_head else None
+        mask = rollout.completion_mask.bool()
+        if split is None:
+            forward = GRPO.policy_logits.__get__(self) if plain_ids else self.policy_logits
+            logits, hidden = forward(model, rollout, need_hidden)
+            chunk = h.logprob_chunk_size
+            logps = obj.token_logps(logits, rollout.completion_ids, chunk)
+            ent = None
+            if entropy:
+                grad = entropy_grad and torch.is_grad_enabled()
+                with torch.set_grad_enabled(grad):
+                    ent = obj.token_entropy(logits if grad else logits.detach(), chunk, mask=rollout.completion_mask)
+            cert = None
+            if certainty_temperature is not None:  # logits are z / T already
+                cert = obj.self_certainty(logits, rollout.completion_mask, temperature=certainty_temperature / temperature,
+                                          chunk_size=chunk)
+            return CompletionScores(logps, ent, cert, hidden, logits=logits)
+        inputs = GRPO.model_inputs(self, model, rollout) if plain_ids else self.model_inputs(model, rollout)
+        t = rollout.completion_ids.shape[1]
+        with adapters_off(model):
+            hidden = final_hidden_states(split, **inputs)[:, -t - 1 : -1]
+        stats = chunked_head_stats(hidden[mask], split.head.weight, rollout.completion_ids[mask], split.head.bias,
+                                   temperature=temperature, entropy=entropy, certainty_temperature=certainty_temperature,
+                                   chunk_size=h.logprob_chunk_size, fp32=h.cast_lm_head_to_fp32)
+
+        def spread(values: Tensor) -> Tensor:  # [N] at the counted positions -> [B, T], 0 elsewhere
+            return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
+
+        cert = None
+        if stats.certainty is not None:  # the per-completion mean over its counted tokens
+            cert = spread(stats.certainty).sum(-1) / mask.sum(-1).clamp_min(1)
+        return CompletionScores(spread(stats.logps), None if stats.entropy is None else spread(stats.entropy), cert,
+                                hidden if need_hidden else None, lse=spread(stats.lse), head=split.head)
 
     def micro_batches(self, rows: int) -> list[slice]:
         size = self.hparams.micro_batch_size or rows
@@ -282,19 +495,20 @@ class GRPO(L.LightningModule):
         hidden states), which is why it runs per micro-batch and returns a dict.
         """
         out: dict[str, list[Tensor]] = {}
-        chunk = self.hparams.logprob_chunk_size
         for s in self.micro_batches(len(rollout.texts)):
             part = rollout.select(s)
             if need_old:
-                logits, _ = self.policy_logits(self.policy, part)
-                out.setdefault("old_logps", []).append(obj.token_logps(logits, part.completion_ids, chunk))
+                out.setdefault("old_logps", []).append(self.completion_scores(self.policy, part).logps)
             if need_ref:
-                ref_logits, _ = self.reference_logits(part)
-                out.setdefault("ref_logps", []).append(obj.token_logps(ref_logits, part.completion_ids, chunk))
+                out.setdefault("ref_logps", []).append(self.reference_scores(part).logps)
         return {k: torch.cat(v) for k, v in out.items()}
 
-    def reference_logits(self, rollout: Rollout) -> tuple[Tensor, Tensor | None]:
+    def reference_scores(self, rollout: Rollout) -> CompletionScores:
         """The reference model scores the plain token ids (HRPO keeps this too)."""
+        return self.completion_scores(self.ref_model, rollout, plain_ids=True)
+
+    def reference_logits(self, rollout: Rollout) -> tuple[Tensor, Tensor | None]:
+        """The reference model's full logits over the plain token ids (the unchunked path)."""
         return GRPO.policy_logits(self, self.ref_model, rollout)
 
     # ------------------------------------------------------------------ rewards and weights
@@ -314,11 +528,22 @@ class GRPO(L.LightningModule):
     def compute_advantages(self, rewards: Tensor, old: dict[str, Tensor]) -> Tensor:
         """``[B]`` advantages from the summed rewards. Intuitor overrides this to normalise each
         reward source within its group before summing."""
-        return obj.group_advantages(rewards, self.hparams.num_generations, self.hparams.scale_rewards)
+        h = self.hparams
+        return estimate_advantages(rewards, h.num_generations, h.advantage_estimator, h.scale_rewards)
 
     def token_weights(self, rollout: Rollout, advantages: Tensor, old: dict[str, Tensor]) -> Tensor | None:
         """Per-token loss weights; None means 1 everywhere. NTHR overrides this."""
         return None
+
+    def correct_rollout_mismatch(self, rollout: Rollout, mask: Tensor, old: dict[str, Tensor],
+                                 weights: Tensor | None) -> tuple[Tensor | None, dict[str, float]]:
+        """``model.rollout_correction``: truncated-IS weights pi_trainer_old / pi_sampler, multiplied
+        into the token weights (NTHR's included); identity when off."""
+        if self.rollout_correction is None or "old_logps" not in old:
+            return weights, {}
+        correction, metrics = correct_rollout(old["old_logps"], rollout.logprobs, mask, self.rollout_correction)
+        correction = correction.to(old["old_logps"].dtype)
+        return (correction if weights is None else weights * correction), metrics
 
     def needs_old_pass(self) -> bool:
         return self.hparams.num_iterations > 1 or (self.hparams.minibatch_size is not None)
@@ -327,13 +552,13 @@ class GRPO(L.LightningModule):
     def training_step(self, batch: list[Any], batch_idx: int) -> dict[str, Any]:
         h = self.hparams
         G = h.num_generations
-        problems = [p for p in batch for _ in range(G)]
 
-        # 1. rollout
-        rollout = self.generate(batch, generator=self.sampling_generator())
+        # 1. rollout (dynamic sampling: refilled until the batch holds informative groups)
+        batch, rollout, trained_rows = self.rollout_step(batch)
+        problems = [p for p in batch for _ in range(G)]
         # 2. reward
         scores = [float(p.score(t)) for p, t in zip(problems, rollout.texts)]
-        need_old = self.needs_old_pass()
+        need_old = self.needs_old_pass() or self.rollout_correction is not None
         old = self.old_policy_pass(rollout, need_old=need_old, need_ref=self.ref_model is not None)
         rewards, reward_metrics = self.compute_rewards(problems, rollout, scores, old)
         # 3. advantage
@@ -341,14 +566,73 @@ class GRPO(L.LightningModule):
         mask = rollout.completion_mask.float()
         if h.mask_truncated_completions:
             mask = mask * (~rollout.truncated).float()[:, None]
+        if trained_rows is not None:  # dynamic sampling's padding groups stay out of the loss
+            mask = mask * trained_rows.to(mask.dtype)[:, None]
         # 4. token weights
         weights = self.token_weights(rollout, advantages, old)
+        weights, correction_metrics = self.correct_rollout_mismatch(rollout, mask, old, weights)
         # 5. update: mu passes, one optimizer step per minibatch
         step_metrics = self.update(rollout, advantages, mask, old, weights)
+        step_metrics.update(correction_metrics)
         # 6. log
         self.log_step(rollout, rewards, scores, advantages, step_metrics, reward_metrics)
         return {"rollout": rollout, "problems": problems, "rewards": rewards, "scores": scores,
                 "advantages": advantages, "old": old}
+
+    #: Intuitor's reward needs the no-grad pass (self-certainty); dynamic sampling reads it per refill
+    rewards_need_old_pass = False
+
+    def rollout_step(self, batch: list[Any]) -> tuple[list[Any], Rollout, Tensor | None]:
+        """``(problems, rollout, trained_rows)``: the batch's rollout, or with ``dynamic_sampling``
+        the informative groups found within ``max_resample_batches`` refills (trained_rows is then
+        False on the padding groups). Attempt 0 is exactly the plain rollout."""
+        h = self.hparams
+        if not h.dynamic_sampling:
+            return list(batch), self.generate(batch, generator=self.sampling_generator()), None
+
+        generated_rewards: list[Tensor] = []
+
+        def draw(attempt: int) -> tuple[list[Any], Rollout, Tensor]:
+            problems = list(batch) if attempt == 0 else self._refill_problems(len(batch), attempt)
+            rollout = self.generate(problems, generator=self.sampling_generator(salt=100 + attempt if attempt else 0))
+            rows = [p for p in problems for _ in range(h.num_generations)]
+            scores = [float(p.score(t)) for p, t in zip(rows, rollout.texts)]
+            old = self.old_policy_pass(rollout, need_old=False, need_ref=False) if self.rewards_need_old_pass else {}
+            rewards, _ = self.compute_rewards(rows, rollout, scores, old)
+            generated_rewards.append(rewards.detach().float().cpu())
+            return problems, rollout, rewards
+
+        filled = fill_informative_groups(draw, len(batch), h.num_generations, h.max_resample_batches,
+                                         self.tokenizer.pad_token_id)
+        counts = torch.tensor([filled.generated_groups, filled.kept_groups], dtype=torch.float64, device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:  # totals over all ranks: rank 0 checkpoints them
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        self.dynamic_sampling_totals["generated_groups"] += int(counts[0])
+        self.dynamic_sampling_totals["kept_groups"] += int(counts[1])
+        every = torch.cat(generated_rewards)
+        every = every[~torch.isnan(every)]
+        self.dynamic_sampling_stats = {
+            # `reward` covers the trained (informative) groups; this one every completion generated
+            "dynamic_sampling/generated_reward_mean": float(every.mean()) if every.numel() else 0.0,
+            "dynamic_sampling/generated_groups": float(filled.generated_groups),
+            "dynamic_sampling/kept_groups": float(filled.kept_groups),
+            "dynamic_sampling/padded_groups": float(len(batch) - filled.kept_groups),
+            "dynamic_sampling/rollout_batches": float(filled.rollout_batches),
+            "dynamic_sampling/total_generated_groups": float(self.dynamic_sampling_totals["generated_groups"]),
+            "dynamic_sampling/total_kept_groups": float(self.dynamic_sampling_totals["kept_groups"]),
+        }
+        return filled.problems, filled.rollout, filled.trained_rows
+
+    def _refill_dataset(self) -> Any:
+        loader = self.trainer.train_dataloader if self._trainer is not None else None
+        return getattr(loader, "dataset", None)
+
+    def _refill_problems(self, count: int, attempt: int) -> list[Any]:
+        """The problems of refill ``attempt``: a pure function of (seed, step, rank, attempt)."""
+        dataset = self._refill_dataset()
+        base = self.hparams.sampling_seed if self.hparams.sampling_seed is not None else torch.initial_seed() % (2**31)
+        indices = refill_indices(len(dataset), count, int(base), self.global_step, self.global_rank, attempt)
+        return [dataset[i] for i in indices]
 
     def _global_token_count(self, mask: Tensor) -> float:
         """Tokens of ``mask`` summed over ranks, divided by the world size (DDP averages grads)."""
@@ -371,7 +655,7 @@ class GRPO(L.LightningModule):
                 minibatch = slice(start, min(start + mb, rows))
                 mb_mask = mask[minibatch]
                 mb_tokens = float(mb_mask.sum().clamp_min(1))
-                if h.loss_type == "dapo":
+                if h.loss_type in ("dapo", "cispo"):
                     normalizer = self._global_token_count(mb_mask)
                 else:
                     normalizer = obj.loss_normalizer(mb_mask, h.loss_type, h.max_new_tokens)
@@ -399,20 +683,21 @@ class GRPO(L.LightningModule):
     def _micro_step(self, part: Rollout, advantages: Tensor, mask: Tensor, old: dict[str, Tensor], rows: slice,
                     weights: Tensor | None, normalizer: float, minibatch_tokens: float) -> dict[str, float]:
         h = self.hparams
-        logits, _ = self.policy_logits(self.policy, part)
-        logps = obj.token_logps(logits, part.completion_ids, h.logprob_chunk_size)
+        entropy_grad = h.entropy_coef != 0.0
+        scores = self.completion_scores(self.policy, part, entropy=True, entropy_grad=entropy_grad)
+        logps = scores.logps
         old_logps = old["old_logps"][rows] if "old_logps" in old else logps.detach()
         ref_logps = old["ref_logps"][rows] if "ref_logps" in old else None
+        # computed only where completion_mask counts: padding after each completion's end never is
+        ent = scores.entropy if entropy_grad else scores.entropy.detach()
+        mean_entropy = (ent * mask).sum() / mask.sum().clamp_min(1)
+        weights, selection_metrics = self.entropy_selected_weights(ent.detach(), mask, weights)
         loss, metrics = obj.policy_loss(
             logps, old_logps, advantages, mask, loss_type=h.loss_type, eps_low=h.eps_low, eps_high=h.eps_high,
             ref_logps=ref_logps, beta=h.beta, token_weights=weights, max_completion_length=h.max_new_tokens,
-            normalizer=normalizer,
+            normalizer=normalizer, importance_sampling_level=h.importance_sampling_level,
         )
-        entropy_grad = h.entropy_coef != 0.0
-        with torch.set_grad_enabled(entropy_grad):
-            # only where the mask counts: padding after each completion's end is never computed
-            ent = obj.token_entropy(logits if entropy_grad else logits.detach(), h.logprob_chunk_size, mask=mask)
-        mean_entropy = (ent * mask).sum() / mask.sum().clamp_min(1)
+        metrics.update(selection_metrics)
         if entropy_grad:
             # token-mean entropy over the whole minibatch, split across its micro-batches
             loss = loss - h.entropy_coef * (ent * mask).sum() / minibatch_tokens
@@ -421,6 +706,24 @@ class GRPO(L.LightningModule):
         out["loss"] = float(loss.detach())
         out["entropy"] = float(mean_entropy.detach())
         return out
+
+    def entropy_selected_weights(self, entropy: Tensor, mask: Tensor, weights: Tensor | None
+                                 ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """``top_entropy_quantile`` < 1: the token weights times the high-entropy selection of this
+        micro-batch (threshold over every rank's counted tokens, as the reference trainer gathers)."""
+        q = self.hparams.top_entropy_quantile
+        if q >= 1.0:
+            return weights, {}
+        pool = entropy[mask != 0].float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            sentinel = -1e9  # entropies are >= 0 (up to rounding), so this never collides
+            padded = torch.full((mask.shape[0] * self.hparams.max_new_tokens,), sentinel, device=pool.device)
+            padded[: pool.numel()] = pool
+            gathered = self.all_gather(padded).reshape(-1)
+            pool = gathered[gathered != sentinel]
+        selected = obj.high_entropy_mask(entropy, mask, q, pool=pool).to(mask.dtype)
+        frac = selected.sum() / (mask != 0).sum().clamp_min(1)
+        return (selected if weights is None else weights * selected), {"entropy_selection/frac_tokens": frac}
 
     def log_step(self, rollout: Rollout, rewards: Tensor, scores: list[float], advantages: Tensor,
                  step_metrics: dict[str, float], reward_metrics: dict[str, float]) -> None:
@@ -444,6 +747,7 @@ class GRPO(L.LightningModule):
             "lr": float(self.optimizers().param_groups[0]["lr"]),
             **reward_metrics,
             **step_metrics,
+            **self.dynamic_sampling_stats,
         }
         bs = len(rollout.texts)
         self.log_dict(metrics, batch_size=bs, sync_dist=self.trainer.world_size > 1)

@@ -3,9 +3,9 @@
 What differs from :class:`GRPO`, one hook each:
 - :meth:`build_engine`: the rollout (training and greedy evaluation alike) mixes latents into the
   inputs until the answer delimiter, storing per position the latent, the mix mask and the gate value.
-- :meth:`policy_logits`: the training forward re-runs the policy on the STORED latents (constants)
-  through the CURRENT gate, so gradients reach the gate, Lambda and the model. The reference model
-  still scores plain token ids (``GRPO.reference_logits``).
+- :meth:`model_inputs` (and :meth:`policy_logits`): the training forward re-runs the policy on the
+  STORED latents (constants) through the CURRENT gate, so gradients reach the gate, Lambda and the
+  model. The reference model still scores plain token ids (``GRPO.reference_logits``).
 - :meth:`compute_rewards`: a completion with more than one delimiter gets reward 0.
 - :meth:`optimizer_param_groups`: model, gate linears and Lambda each get their own lr and decay.
 Strictly on-policy (one update per rollout), so the spine's ratio is ``exp(logp - logp.detach())``.
@@ -22,10 +22,6 @@ from lit_reason.hybrid import HybridGate, hybrid_inputs_embeds
 from lit_reason.rollout.latent import LATENTS, MIX, HybridRolloutEngine
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions_from_mask
-
-#: projection names LoRA wraps by default (Qwen2 / Llama naming)
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
 
 class HRPO(GRPO):
     """Hybrid latent reasoning policy optimisation.
@@ -47,9 +43,9 @@ class HRPO(GRPO):
             to let only the gradient move the gate.
         temperature: sampling temperature (default 0.5, the public HRPO code's; GRPO's is 1.0).
         max_delimiters: completions with more delimiters than this get reward 0 (paper: 1).
-        lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA adapters via ``peft`` (when
-            ``lora_r`` is set; paper: r 32, alpha 64). The gate stays fully trainable.
-        **kwargs: every :class:`GRPO` argument (``num_iterations`` must stay 1).
+        **kwargs: every :class:`GRPO` argument (``num_iterations`` must stay 1); among them
+            ``lora: {r: 32, alpha: 64}`` for the paper's LoRA adapters (the gate stays fully
+            trainable, with its own learning rates).
     """
 
     def __init__(
@@ -66,20 +62,10 @@ class HRPO(GRPO):
         gate_weight_decay: float | None = None,
         lambda_weight_decay: float | None = None,
         max_delimiters: int = 1,
-        lora_r: int | None = None,
-        lora_alpha: float | None = None,
-        lora_dropout: float = 0.0,
-        lora_target_modules: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        if lora_r is not None:
-            _require_peft()
         # builds the engines, and with them the gate (see build_engine)
         super().__init__(weight_decay=weight_decay, temperature=temperature, **kwargs)
-        if lora_r is not None:
-            self.policy = _apply_lora(self.policy, lora_r, lora_alpha, lora_dropout, lora_target_modules)
-            self.engine = self.build_engine(self.sampling)
-            self.val_engine = self.build_engine(self.val_sampling)
 
     # ------------------------------------------------------------------ configuration
     def _check_config(self) -> None:
@@ -122,25 +108,23 @@ class HRPO(GRPO):
         return [g for g in groups if g["params"]]
 
     # ------------------------------------------------------------------ forward
-    def policy_logits(self, model: torch.nn.Module, rollout: Rollout, need_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Like ``GRPO.policy_logits`` but fed ``inputs_embeds``: prompt = plain embeddings; completion
-        position t = the gate's blend of e(c_t) and the stored latent h_t where the rollout mixed."""
+    def model_inputs(self, model: torch.nn.Module, rollout: Rollout) -> dict[str, Tensor]:
+        """``inputs_embeds`` instead of ids: prompt = plain embeddings; completion position t = the
+        gate's blend of e(c_t) and the stored latent h_t where the rollout mixed."""
         if MIX not in rollout.extras:
-            return super().policy_logits(model, rollout, need_hidden)
+            return super().model_inputs(model, rollout)
         mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)
         prompt_embeds = model.get_input_embeddings()(rollout.prompt_ids)
         completion_embeds = hybrid_inputs_embeds(model, self.gate, rollout.completion_ids,
                                                  rollout.extras[LATENTS], rollout.extras[MIX])
         embeds = torch.cat([prompt_embeds, completion_embeds], dim=1)
-        t = rollout.completion_ids.shape[1]
-        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
-                    logits_to_keep=t + 1, output_hidden_states=need_hidden)
-        logits = out.logits[:, :-1]  # position P-1+t scores completion token t
-        temperature = self.hparams.temperature or 1.0
-        if temperature != 1.0:
-            logits = logits / temperature
-        hidden = out.hidden_states[-1][:, -t - 1 : -1] if need_hidden else None
-        return logits, hidden
+        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions_from_mask(mask)}
+
+    def policy_logits(self, model: torch.nn.Module, rollout: Rollout, need_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Like ``GRPO.policy_logits`` but fed :meth:`model_inputs` (position P-1+t scores completion token t).
+        The chunked path (``chunked_lm_head``) reads the same :meth:`model_inputs`."""
+        return self.logits_from_inputs(model, self.model_inputs(model, rollout), rollout.completion_ids.shape[1],
+                                       need_hidden)
 
     # ------------------------------------------------------------------ reward
     def compute_rewards(self, problems: Sequence[Any], rollout: Rollout, scores: list[float],
@@ -153,21 +137,3 @@ class HRPO(GRPO):
             total = torch.where(too_many, torch.zeros_like(total), total)
             metrics["hrpo/multi_delimiter_frac"] = float(too_many.float().mean())
         return total, metrics
-
-
-def _require_peft() -> None:
-    try:
-        import peft  # noqa: F401
-    except ImportError as err:
-        raise ImportError("model.lora_r is set but peft is not installed: pip install peft, or unset model.lora_r "
-                          "to train all weights") from err
-
-
-def _apply_lora(policy: torch.nn.Module, r: int, alpha: float | None, dropout: float,
-                targets: list[str] | None) -> torch.nn.Module:
-    """Wrap ``policy`` with LoRA adapters (only they train; the embedding table E stays frozen)."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r, lora_dropout=dropout,
-                        target_modules=list(targets or LORA_TARGETS), task_type="CAUSAL_LM")
-    return get_peft_model(policy, config)

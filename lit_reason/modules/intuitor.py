@@ -1,10 +1,12 @@
 """Intuitor: GRPO whose reward is the policy's own self-certainty (RLIF, arXiv 2505.19590).
 
 Only the reward and advantage steps of the GRPO flow change:
-  * :meth:`old_policy_pass` scores every completion with
-    :func:`lit_reason.objectives.self_certainty` from the same no-grad logits that give the old
-    (and reference) log-probs, so it is computed ONLINE from the policy being trained and costs
-    no extra forward. It runs even when GRPO needs no old log-probs (mu = 1, no minibatches).
+  * :meth:`old_policy_pass` scores every completion's self-certainty (per token
+    ``KL(U || softmax(z / T))``, averaged over the completion) from the same no-grad forward that
+    gives the old (and reference) log-probs (``GRPO.completion_scores``: chunked over the head, or
+    :func:`lit_reason.objectives.self_certainty` on full logits), so it is computed ONLINE from the
+    policy being trained and costs no extra forward. It runs even when GRPO needs no old log-probs
+    (mu = 1, no minibatches).
   * :meth:`compute_rewards` gathers the sources: ``self_certainty`` plus any verifiable reward
     (``correct``, ``format``, your own). A source with weight 0 is computed and logged only, so
     accuracy is visible while training without labels.
@@ -20,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from lit_reason import objectives as obj
+from lit_reason.advantages import estimate_advantages
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rewards import compute_rewards
 from lit_reason.rollout import Rollout
@@ -47,12 +49,14 @@ def split_reward_sources(rewards: dict[str, float] | None) -> tuple[float, dict[
 
 
 def summed_group_advantages(sources: dict[str, Tensor], weights: dict[str, float], group_size: int,
-                            scale: str = "group") -> Tensor:
-    """``sum_k w_k * group_advantages(r_k)`` over the sources with a non-zero weight.
+                            scale: str = "group", estimator: str = "grpo") -> Tensor:
+    """``sum_k w_k * advantages(r_k)`` over the sources with a non-zero weight, each source's by
+    ``estimator`` (lit_reason.advantages; ``grpo`` = group-normalised).
 
     A NaN (abstained) reward gets advantage 0 from its own source only.
     """
-    terms = [w * obj.group_advantages(sources[name], group_size, scale) for name, w in weights.items() if w != 0.0]
+    terms = [w * estimate_advantages(sources[name], group_size, estimator, scale)
+             for name, w in weights.items() if w != 0.0]
     if not terms:
         raise ValueError("no reward source has a non-zero weight")
     return torch.stack(terms).sum(0)
@@ -79,6 +83,8 @@ class Intuitor(GRPO):
     no-grad log-probs would equal it only up to float noise, so they are not reused.
     """
 
+    rewards_need_old_pass = True  # self-certainty comes from the no-grad pass (dynamic sampling reads it)
+
     def __init__(self, *args: Any, rewards: dict[str, float] | None = None,
                  self_certainty_temperature: float | None = None, **kwargs: Any) -> None:
         sc_weight, verifiable = split_reward_sources(rewards)
@@ -89,34 +95,25 @@ class Intuitor(GRPO):
 
     # ------------------------------------------------------------------ temperature
     @property
-    def _logits_temperature(self) -> float:
-        """The temperature :meth:`GRPO.policy_logits` already divided the logits by."""
-        return self.hparams.temperature or 1.0
-
-    @property
     def self_certainty_temperature(self) -> float:
+        """T of ``KL(U || softmax(z / T))`` on the raw logits z (the sampling temperature by default)."""
         chosen = self.hparams.self_certainty_temperature
-        return self._logits_temperature if chosen is None else float(chosen)
+        return (self.hparams.temperature or 1.0) if chosen is None else float(chosen)
 
     # ------------------------------------------------------------------ old-policy pass
     @torch.no_grad()
     def old_policy_pass(self, rollout: Rollout, need_old: bool, need_ref: bool) -> dict[str, Tensor]:
-        """GRPO's pass plus per-completion self-certainty ``[B]`` from the same logits."""
-        chunk = self.hparams.logprob_chunk_size
-        # policy_logits returned z / T_sample; dividing again by T_sc / T_sample gives z / T_sc.
-        rescale = self.self_certainty_temperature / self._logits_temperature
+        """GRPO's pass plus per-completion self-certainty ``[B]`` from the same forward."""
         out: dict[str, list[Tensor]] = {}
         for s in self.micro_batches(len(rollout.texts)):
             part = rollout.select(s)
-            logits, _ = self.policy_logits(self.policy, part)
-            out.setdefault(OLD_SELF_CERTAINTY, []).append(
-                obj.self_certainty(logits, part.completion_mask, temperature=rescale, chunk_size=chunk))
+            scores = self.completion_scores(self.policy, part, certainty_temperature=self.self_certainty_temperature)
+            out.setdefault(OLD_SELF_CERTAINTY, []).append(scores.certainty)
             if need_old:
-                out.setdefault("old_logps", []).append(obj.token_logps(logits, part.completion_ids, chunk))
-            del logits
+                out.setdefault("old_logps", []).append(scores.logps)
+            del scores
             if need_ref:
-                ref_logits, _ = self.reference_logits(part)
-                out.setdefault("ref_logps", []).append(obj.token_logps(ref_logits, part.completion_ids, chunk))
+                out.setdefault("ref_logps", []).append(self.reference_scores(part).logps)
         return {k: torch.cat(v) for k, v in out.items()}
 
     # ------------------------------------------------------------------ rewards
@@ -152,4 +149,4 @@ class Intuitor(GRPO):
     def compute_advantages(self, rewards: Tensor, old: dict[str, Tensor]) -> Tensor:
         sources = {name: old[SOURCE_PREFIX + name] for name in self.source_weights}
         return summed_group_advantages(sources, self.source_weights, self.hparams.num_generations,
-                                       self.hparams.scale_rewards)
+                                       self.hparams.scale_rewards, self.hparams.advantage_estimator)

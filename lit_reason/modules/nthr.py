@@ -4,7 +4,8 @@ softer penalty (arXiv 2505.18830). Only step 4 of the GRPO flow (token weights) 
 Data flow inside one training step:
   * :meth:`old_policy_pass` (one no-grad forward, as GRPO's) also keeps the final hidden states
     ``[B, T, H]`` and the next-token probabilities restricted to each group's token set S,
-    ``[B, T, S_max]`` float32 (never the full ``[B, T, V]``).
+    ``[B, T, S_max]`` float32 (never a float32 ``[T, V]``: with the chunked head only the S columns'
+    logits are formed, from the normaliser the log-prob pass already computed).
   * :meth:`compute_rewards` records which completions are correct (score >= 1) in ``old``.
   * :meth:`token_weights` runs :func:`lit_reason.nthr.group_token_weights` group by group.
 The math is in :mod:`lit_reason.nthr`.
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from lit_reason import nthr
 from lit_reason import objectives as obj
+from lit_reason.lm_head import restricted_probs_from_head
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import Rollout
 
@@ -62,24 +64,41 @@ class NTHR(GRPO):
     # -------------------------------------------------------------- old-policy pass
     @torch.no_grad()
     def old_policy_pass(self, rollout: Rollout, need_old: bool, need_ref: bool) -> dict[str, Tensor]:
-        """GRPO's pass plus what the weights need, from the same logits (no extra forward)."""
-        G, chunk = self.hparams.num_generations, self.hparams.logprob_chunk_size
+        """GRPO's pass plus what the weights need, from the same forward (no extra one)."""
+        G = self.hparams.num_generations
         vocab, sizes = padded_group_vocabularies(rollout.completion_ids, rollout.completion_mask, G)
         out: dict[str, list[Tensor]] = {}
         for s in self.micro_batches(len(rollout.texts)):
             part = rollout.select(s)
-            logits, hidden = self.policy_logits(self.policy, part, need_hidden=True)
+            scores = self.completion_scores(self.policy, part, need_hidden=True)
             if need_old:
-                out.setdefault("old_logps", []).append(obj.token_logps(logits, part.completion_ids, chunk))
+                out.setdefault("old_logps", []).append(scores.logps)
+            columns = vocab[torch.arange(s.start, s.stop, device=vocab.device) // G]  # each row's group's ids
+            out.setdefault("nthr_probs", []).append(self.group_probs(scores, part, columns))
+            out.setdefault("nthr_hidden", []).append(scores.hidden.detach())
+            del scores
             if need_ref:
-                ref_logits, _ = self.reference_logits(part)
-                out.setdefault("ref_logps", []).append(obj.token_logps(ref_logits, part.completion_ids, chunk))
-            probs = [nthr.restricted_probs(logits[r], vocab[(s.start + r) // G]) for r in range(logits.shape[0])]
-            out.setdefault("nthr_probs", []).append(torch.stack(probs))
-            out.setdefault("nthr_hidden", []).append(hidden.detach())
+                out.setdefault("ref_logps", []).append(self.reference_scores(part).logps)
         result = {k: torch.cat(v) for k, v in out.items()}
         result["nthr_vocab"], result["nthr_vocab_sizes"] = vocab, sizes
         return result
+
+    def group_probs(self, scores, part: Rollout, columns: Tensor) -> Tensor:
+        """``[b, T, S_max]`` float32: each row's next-token probabilities at its group's ids ``columns``
+        ``[b, S_max]``, from the full logits a chunk at a time, or (chunked head) from the hidden
+        states and those S columns of the head only (0 at padding positions, which NTHR never reads)."""
+        if scores.logits is not None:
+            chunk = self.hparams.logprob_chunk_size
+            return torch.stack([nthr.restricted_probs(scores.logits[r], columns[r], chunk)
+                                for r in range(columns.shape[0])])
+        mask = part.completion_mask.bool()
+        probs = torch.zeros(*mask.shape, columns.shape[1], dtype=torch.float32, device=columns.device)
+        head, temperature = scores.head, self.hparams.temperature or 1.0
+        for r in range(columns.shape[0]):
+            probs[r, mask[r]] = restricted_probs_from_head(scores.hidden[r][mask[r]], head.weight, columns[r],
+                                                           scores.lse[r][mask[r]], head.bias, temperature,
+                                                           self.hparams.cast_lm_head_to_fp32)
+        return probs
 
     # -------------------------------------------------------------- rewards: remember correctness
     def compute_rewards(self, problems: Sequence[Any], rollout: Rollout, scores: list[float],

@@ -21,6 +21,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 
+from lit_reason import objectives as obj
+from lit_reason.lm_head import chunked_head_stats, final_hidden_states, split_causal_lm
+from lit_reason.lora import LoraSettings, lora_hparams
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import positions_from_mask
 
@@ -40,16 +43,28 @@ def pack_example(prompt_ids: list[int], answer_ids: list[int], max_length: int) 
     return prompt + answer, len(prompt)
 
 
-def completion_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def completion_loss(logits: Tensor, labels: Tensor, chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
     """``(mean cross-entropy, token count)`` of next-token prediction on positions whose label
-    is not :data:`IGNORE`. ``logits[:, t]`` predicts ``labels[:, t + 1]``."""
+    is not :data:`IGNORE`. ``logits[:, t]`` predicts ``labels[:, t + 1]``. (The full-logits path:
+    float32 ``chunk_size`` positions at a time, no float32 copy of all the logits.)"""
     targets = labels[:, 1:]
     scored = targets != IGNORE
     count = scored.sum()
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)
+    picked = obj.token_logps(logits[:, :-1], targets.clamp_min(0), chunk_size)
     loss = -(picked * scored).sum() / count.clamp_min(1)
     return loss, count
+
+
+def chunked_completion_loss(hidden: Tensor, head: torch.nn.Linear, labels: Tensor, chunk_size: int = 1024,
+                            fp32: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`completion_loss` from the final hidden states ``[B, S, H]`` and the LM head, on the
+    scored positions only and a chunk at a time (lit_reason.lm_head): no ``[B, S, V]`` logits."""
+    targets = labels[:, 1:]
+    scored = targets != IGNORE
+    count = scored.sum()
+    stats = chunked_head_stats(hidden[:, :-1][scored], head.weight, targets[scored], head.bias,
+                               chunk_size=chunk_size, fp32=fp32)
+    return -stats.logps.sum() / count.clamp_min(1), count
 
 
 def grpo_defaults() -> dict[str, Any]:
@@ -73,6 +88,9 @@ class SFT(GRPO):
         export_dir: where ``save_pretrained`` writes the policy and tokenizer after ``fit``
             (None: no export). Load it with ``model: <export_dir>`` in a GRPO config.
         sampling_seed: base seed of evaluation sampling (only used when ``val_temperature > 0``).
+        lora: LoRA adapters (as in GRPO, see lit_reason.lora); ``export`` then writes the adapter.
+        chunked_lm_head, logprob_chunk_size, cast_lm_head_to_fp32: as in GRPO; by default the loss
+            comes from the hidden states and the head in chunks of answer tokens (no ``[B, S, V]`` logits).
     """
 
     def __init__(
@@ -96,6 +114,10 @@ class SFT(GRPO):
         val_num_samples: int = 1,
         export_dir: str | None = None,
         sampling_seed: int | None = None,
+        lora: LoraSettings | None = None,
+        chunked_lm_head: bool = True,
+        logprob_chunk_size: int = 1024,
+        cast_lm_head_to_fp32: bool = False,
     ) -> None:
         if max_length < 2:
             raise ValueError(f"model.max_length must be >= 2 (prompt + answer tokens), got {max_length}")
@@ -105,7 +127,8 @@ class SFT(GRPO):
             lr=lr, weight_decay=weight_decay, optimizer=optimizer, warmup_steps=warmup_steps,
             warmup_ratio=warmup_ratio, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
             val_temperature=val_temperature, val_num_samples=val_num_samples, val_max_new_tokens=val_max_new_tokens,
-            sampling_seed=sampling_seed,
+            sampling_seed=sampling_seed, lora=lora_hparams(lora), chunked_lm_head=chunked_lm_head,
+            logprob_chunk_size=logprob_chunk_size, cast_lm_head_to_fp32=cast_lm_head_to_fp32,
         )
         # What save_hyperparameters() stores when GRPO.__init__ calls it (see below).
         self._sft_hparams = {**grpo_defaults(), **rl_settings, "max_length": max_length, "export_dir": export_dir}
@@ -160,8 +183,19 @@ class SFT(GRPO):
     def supervised_loss(self, problems: Sequence[Any]) -> tuple[Tensor, Tensor]:
         """``(loss, answer-token count)`` of one batch of problems."""
         ids, mask, labels = self.encode_examples(problems)
-        out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
-        return completion_loss(out.logits, labels)
+        h = self.hparams
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions_from_mask(mask)}
+        split = split_causal_lm(self.policy) if h.chunked_lm_head or h.cast_lm_head_to_fp32 else None
+        if split is not None and h.chunked_lm_head:
+            return chunked_completion_loss(final_hidden_states(split, **inputs), split.head, labels,
+                                           h.logprob_chunk_size, h.cast_lm_head_to_fp32)
+        if split is not None:  # full logits, computed in float32
+            hidden = final_hidden_states(split, **inputs).float()
+            bias = None if split.head.bias is None else split.head.bias.float()
+            return completion_loss(torch.nn.functional.linear(hidden, split.head.weight.float(), bias), labels,
+                                   h.logprob_chunk_size)
+        out = self.policy(**inputs, use_cache=False)
+        return completion_loss(out.logits, labels, h.logprob_chunk_size)
 
     # ------------------------------------------------------------------ the step
     def training_step(self, batch: list[Any], batch_idx: int) -> dict[str, Any]:
@@ -184,7 +218,14 @@ class SFT(GRPO):
 
     # ------------------------------------------------------------------ export
     def export(self, directory: str) -> str:
-        """Write the policy and its tokenizer with ``save_pretrained`` (loadable by ``load_policy``)."""
+        """Write the policy and its tokenizer with ``save_pretrained`` (loadable by ``load_policy``).
+        With LoRA: the adapter, and the merged model in ``<directory>/merged`` (the one to load)."""
+        if self.lora is not None:
+            from lit_reason.export import save_lora_policy, save_merged_policy
+
+            weights = {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
+            save_lora_policy(self.policy, self.tokenizer, directory, state_dict=weights)
+            return save_merged_policy(self.hparams.model, self.hparams.dtype, self.lora, weights, self.tokenizer, directory)
         os.makedirs(directory, exist_ok=True)
         self.policy.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
@@ -198,5 +239,5 @@ class SFT(GRPO):
 
     @rank_zero_only
     def _export_rank_zero(self, directory: str) -> None:
-        self.export(directory)
-        rank_zero_info(f"SFT: policy and tokenizer exported to {directory} (use model: {directory})")
+        loadable = self.export(directory)
+        rank_zero_info(f"SFT: policy and tokenizer exported to {directory} (use model: {loadable})")

