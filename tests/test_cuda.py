@@ -120,9 +120,9 @@ def test_fp4_compiled_equals_eager_on_cuda():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("max_grad_norm", [None, 0.0])
 def test_fsdp_step_of_the_scale_config_on_one_gpu(max_grad_norm):
-    """As written (GRPO's default max_grad_norm=1.0: clipping by norm goes through Lightning's
-    FSDPPrecision, which refuses it in lightning 2.6), and with clipping off, so the rest of
-    the FSDP path (sharded generation, reference, backward, step) runs even while clipping fails."""
+    """As written (GRPO's default max_grad_norm=1.0: clipped by the FSDP root's own
+    ``clip_grad_norm_``, since Lightning's FSDPPrecision refuses norm clipping; see
+    ``GRPO.clip_grad_norm``), and with clipping off."""
     _scale_step("fsdp", **({} if max_grad_norm is None else {"max_grad_norm": max_grad_norm}))
 
 

@@ -125,3 +125,4 @@ def test_hrpo_param_groups_share_the_schedule():
     log, trainer, _ = fit(module, toy(), max_steps=2)
     assert trainer.global_step == 2
     assert log.lrs[0] == pytest.approx([LR, 0.1, 0.5]) and log.lrs[1] == pytest.approx([LR / 2, 0.05, 0.25])
+

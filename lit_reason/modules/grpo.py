@@ -670,11 +670,23 @@ class GRPO(L.LightningModule):
                 if h.max_grad_norm and h.max_grad_norm > 0:
                     grad_norm = self._grad_norm()
                     sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm * len(self.micro_batches(mb_mask.shape[0]))
-                    self.clip_gradients(opt, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+                    self.clip_grad_norm(opt, h.max_grad_norm)
                 opt.step()
                 if sched is not None:
                     sched.step()
         return {k: v / max(count, 1) for k, v in sums.items()}
+
+    def clip_grad_norm(self, optimizer, max_norm: float) -> None:
+        """Clip by global norm. Under FSDP1 through the FSDP root's own ``clip_grad_norm_`` (it sees
+        every shard), because Lightning's FSDP precision plugin refuses clipping by norm; elsewhere
+        through Lightning (DeepSpeed clips inside its engine from the strategy's config)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrapped = getattr(self._trainer.strategy, "model", None) if self._trainer is not None else None
+        if isinstance(wrapped, FullyShardedDataParallel):
+            wrapped.clip_grad_norm_(max_norm)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     def _grad_norm(self) -> float:
         norms = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]

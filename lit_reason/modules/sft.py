@@ -205,7 +205,7 @@ class SFT(GRPO):
         self.manual_backward(loss)
         grad_norm = self._grad_norm()
         if self.hparams.max_grad_norm and self.hparams.max_grad_norm > 0:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+            self.clip_grad_norm(opt, self.hparams.max_grad_norm)
         opt.step()
         if sched is not None:
             sched.step()
