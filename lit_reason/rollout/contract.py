@@ -88,3 +88,19 @@ class Rollout:
 def positions_from_mask(mask: Tensor) -> Tensor:
     """Position ids for a left-padded batch: 0 at each row's first real token."""
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def end_of_sequence_ids(tokenizer, model, extra: Sequence[int] = ()) -> tuple[list[int], int]:
+    """``(eos_ids, pad_id)`` every engine ends and pads completions with: the tokenizer's EOS, the
+    model's ``generation_config`` EOS ids (chat models often add ``<|im_end|>`` there) and ``extra``;
+    the pad id falls back to the first EOS (EOS == pad models mask by length, not by id)."""
+    ids = set(extra)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if gen_eos is not None:
+        ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+    if not ids:
+        raise ValueError("the tokenizer has no eos token: pass eos_token_ids= to the rollout engine")
+    eos_ids = sorted(ids)
+    return eos_ids, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from lit_reason.rollout.contract import Rollout, SamplingConfig, positions_from_mask
+from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids, positions_from_mask
 from lit_reason.rollout.stop_strings import StopStringMatcher
 
 
@@ -64,16 +64,7 @@ class RolloutEngine:
 
     def __init__(self, model, tokenizer, config: SamplingConfig, eos_token_ids: Sequence[int] = ()) -> None:
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        ids = set(eos_token_ids)
-        if tokenizer.eos_token_id is not None:
-            ids.add(tokenizer.eos_token_id)
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if gen_eos is not None:
-            ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-        if not ids:
-            raise ValueError("the tokenizer has no eos token: pass eos_token_ids= to the rollout engine")
-        self.eos_ids = sorted(ids)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.eos_ids, self.pad_id = end_of_sequence_ids(tokenizer, model, eos_token_ids)
         self.stops = StopStringMatcher(tokenizer, config.stop_strings)
         self.cache_arg = cache_argument(model)
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from lit_reason.policy import _declares_generic_tokenizer
 from lit_reason.rng import collect_rng_states, set_rng_states
-from lit_reason.rollout.contract import Rollout, SamplingConfig
+from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids
 from lit_reason.rollout.stop_strings import StopStringMatcher
 from lit_reason.rollout.weight_sync import inference_weights
 
@@ -338,16 +338,7 @@ class VLLMRolloutEngine:
 
     def __init__(self, session: VLLMSession, tokenizer, config: SamplingConfig, eos_token_ids: Sequence[int] = ()) -> None:
         self.session, self.tokenizer, self.config = session, tokenizer, config
-        ids = set(eos_token_ids)
-        if tokenizer.eos_token_id is not None:
-            ids.add(tokenizer.eos_token_id)
-        gen_eos = getattr(getattr(session.model, "generation_config", None), "eos_token_id", None)
-        if gen_eos is not None:
-            ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-        if not ids:
-            raise ValueError("the tokenizer has no eos token: pass eos_token_ids= to the rollout engine")
-        self.eos_ids = sorted(ids)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.eos_ids, self.pad_id = end_of_sequence_ids(tokenizer, session.model, eos_token_ids)
         self.stops = StopStringMatcher(tokenizer, config.stop_strings)
         if not config.greedy and (config.top_k > 0 or config.top_p < 1.0 or config.min_p > 0):
             warnings.warn("with top_k / top_p / min_p on, vLLM's sampler log-probs are renormalised over the kept "
