@@ -27,5 +27,6 @@ if [ ! -f "$STAMP" ] || [ "$0" -nt "$STAMP" ]; then  # the pins live in this scr
   touch "$STAMP"
 fi
 # vLLM's CPU backend binds OpenMP threads itself; one test process at a time keeps RAM at ~2-3 GB
+# (test_vllm_ranks.py: 2 rank processes with one engine each, ~1.9 GB together, 1 OpenMP thread each)
 OMP_NUM_THREADS="${THREADS:-2}" "$VENV/bin/python" -m pytest -p no:warnings \
-  tests/test_rollout_contract.py tests/test_vllm_engine.py tests/test_rollout_correction.py
+  tests/test_rollout_contract.py tests/test_vllm_engine.py tests/test_rollout_correction.py tests/test_vllm_ranks.py

@@ -29,6 +29,17 @@ reference run of the same table (full logits, 151,936 x 512).
 
     .venv/bin/python benchmarks/memory.py --lm-head                     # the whole grid (peak ~7 GB)
     .venv/bin/python benchmarks/memory.py --lm-head --lm-head-cases chunked:151936:512 full:151936:512
+
+``--lora`` runs the LoRA table (docs/lora.md): GRPO on ``llama-100m`` (float32, beta 0.04, lr 1e-4,
+log-probs in chunks of 64; 2 steps of 32 new tokens unless ``--steps`` / ``--max_new_tokens`` say
+otherwise), full fine-tuning against LoRA r16 and r64, each in its own subprocess. Beside the peak
+it reports the bytes of the module's parameters and buffers (the full run's reference copy
+included; a LoRA run has none: its reference is the base with the adapters off), of the ``.grad``
+tensors and of the AdamW state after training. On CPU the peak is the peak RSS minus the RSS before
+the model was built (imports, peft included in every configuration, excluded).
+
+    .venv/bin/python benchmarks/memory.py --lora                        # full, lora_r16, lora_r64
+    .venv/bin/python benchmarks/memory.py --lora --lora-configs full lora_r16 --json out.json
 """
 
 from __future__ import annotations
@@ -54,10 +65,70 @@ CONFIGS = {
     "chunked_lm_head": {"chunked_lm_head": True},
 }
 
+#: ``--lora``: full fine-tuning against LoRA adapters (the first entry is the reference)
+LORA_CONFIGS = {
+    "full": {},
+    "lora_r16": {"lora": {"r": 16, "alpha": 32}},
+    "lora_r64": {"lora": {"r": 64, "alpha": 128}},
+}
+
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def tensor_mb(tensors) -> float:
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def fit_timed(module, steps: int, cuda: bool):
+    """Train ``module`` ``steps`` steps on the toy task; returns the trainer and the mean step time
+    over the steps after the first (the first pays for warm-up)."""
+    import lightning as L
+    import torch
+
+    from datamodules.toy import ToyDataModule
+
+    times: list[float] = []
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, *args):
+            if cuda:
+                torch.cuda.synchronize()
+            self.t = time.perf_counter()
+
+        def on_train_batch_end(self, *args):
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t)
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer = L.Trainer(accelerator="auto", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[Timer()])
+    trainer.fit(module, datamodule=ToyDataModule(batch_size=2, val_size=0))
+    timed = times[1:] or times
+    return trainer, sum(timed) / len(timed)
+
+
+def run_workers(names: list[str], flag: str, extra: list[str], key: str, env: dict | None = None) -> list[dict]:
+    """One subprocess per entry (``__file__ flag name *extra``), so each peak is clean; returns
+    the RESULT row each printed, or ``{key: name, "error": last stderr line}``."""
+    rows = []
+    for name in names:
+        proc = subprocess.run([sys.executable, __file__, flag, name, *extra], capture_output=True, text=True, env=env, check=False)
+        found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        row = json.loads(found[-1][7:]) if found else {key: name, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def write_json(rows: list[dict], path: str | None) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(rows, f, indent=2)
 
 
 def worker(name: str, steps: int, model: str, max_new_tokens: int) -> dict:
@@ -88,32 +159,58 @@ def worker(name: str, steps: int, model: str, max_new_tokens: int) -> dict:
         result["ref_kl"] = float(kl)
         result["ref_max_abs_logp_diff"] = float(((old["old_logps"] - old["ref_logps"]).abs() * mask).max())
 
-    times: list[float] = []
-
-    class Timer(L.Callback):
-        def on_train_batch_start(self, *args):
-            if cuda:
-                torch.cuda.synchronize()
-            self.t = time.perf_counter()
-
-        def on_train_batch_end(self, *args):
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - self.t)
-
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    trainer = L.Trainer(accelerator="auto", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[Timer()])
-    trainer.fit(module, datamodule=ToyDataModule(batch_size=2, val_size=0))
-    timed = times[1:] or times
-    result["step_s"] = round(sum(timed) / len(timed), 3)
+    _, step_s = fit_timed(module, steps, cuda)
+    result["step_s"] = round(step_s, 3)
     if cuda:
         result["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     else:
         result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     result["params_m"] = round(sum(p.numel() for p in module.policy.parameters()) / 1e6, 1)
     return result
+
+
+def lora_worker(name: str, steps: int, model: str, max_new_tokens: int) -> dict:
+    """One ``--lora`` configuration: the module's tensors, its gradients, the AdamW state and the peak."""
+    # peft and the toy data are imported in every configuration, so the baseline RSS includes them
+    import lightning as L
+    import peft  # noqa: F401
+    import torch
+
+    from datamodules.toy import ToyDataModule  # noqa: F401
+    from lit_reason.modules import GRPO
+
+    cuda = torch.cuda.is_available()
+    L.seed_everything(0)
+    before_mb = rss_mb()
+    module = GRPO(model=model, num_generations=4, max_new_tokens=max_new_tokens, beta=0.04, lr=1e-4,
+                  logprob_chunk_size=64, **LORA_CONFIGS[name])
+    trainer, step_s = fit_timed(module, steps, cuda)
+    state = [v for s in trainer.optimizers[0].state.values() for v in s.values() if torch.is_tensor(v)]
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before_mb)
+    return {
+        "config": name, "device": "cuda" if cuda else "cpu",
+        "trainable_m": round(sum(p.numel() for p in module.parameters() if p.requires_grad) / 1e6, 2),
+        "module_mb": round(tensor_mb([*module.parameters(), *module.buffers()])),
+        "grad_mb": round(tensor_mb([p.grad for p in module.parameters() if p.grad is not None]), 1),
+        "optimizer_mb": round(tensor_mb(state), 1),
+        "peak_mb": round(peak),
+        "step_s": round(step_s, 2),
+    }
+
+
+def lora_table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["config"] == "full" and "error" not in r), None)
+    lines = ["| config | trainable M | module MB | grad MB | optimizer MB | peak MB | peak vs full | step s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['config']} | failed: {r['error'][:80]} | | | | | | |")
+            continue
+        ratio = f"{r['peak_mb'] / base['peak_mb']:.2f}x" if base else ""
+        lines.append(f"| {r['config']} | {r['trainable_m']} | {r['module_mb']} | {r['grad_mb']} | {r['optimizer_mb']} | "
+                     f"{r['peak_mb']} | {ratio} | {r['step_s']} |")
+    return "\n".join(lines)
 
 
 #: ``mode:vocab:length`` -> one GRPO forward + backward; the first full 151,936 x 512 run is the reference
@@ -193,17 +290,9 @@ def lm_head_table(rows: list[dict]) -> str:
 
 def run_lm_head(cases: list[str], json_path: str | None) -> None:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    rows = []
-    for case in cases:
-        proc = subprocess.run([sys.executable, __file__, "--lm-head-worker", case], capture_output=True, text=True, env=env)
-        found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        row = json.loads(found[-1][7:]) if found else {"case": case, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    rows = run_workers(cases, "--lm-head-worker", [], "case", env=env)
     print(lm_head_table(rows))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(rows, f, indent=2)
+    write_json(rows, json_path)
 
 
 def table(rows: list[dict]) -> str:
@@ -224,15 +313,21 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="default 3 (2 with --lora)")
     parser.add_argument("--model", default="llama-100m")
-    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="default 64 (32 with --lora)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--lm-head", action="store_true", help="the chunked-LM-head table (vocabulary x length)")
     parser.add_argument("--lm-head-cases", nargs="*", default=LM_HEAD_CASES, help="mode:vocab:length entries")
     parser.add_argument("--lm-head-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--lora", action="store_true", help="the LoRA table: full fine-tuning vs LoRA r16 / r64")
+    parser.add_argument("--lora-configs", nargs="*", default=list(LORA_CONFIGS), choices=list(LORA_CONFIGS))
+    parser.add_argument("--lora-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    lora = args.lora or args.lora_worker is not None
+    steps = args.steps if args.steps is not None else (2 if lora else 3)
+    max_new_tokens = args.max_new_tokens if args.max_new_tokens is not None else (32 if lora else 64)
     if args.lm_head_worker:
         print("RESULT " + json.dumps(lm_head_worker(args.lm_head_worker)))
         return
@@ -240,21 +335,19 @@ def main(argv: list[str] | None = None) -> None:
         run_lm_head(args.lm_head_cases, args.json)
         return
     if args.worker:
-        print("RESULT " + json.dumps(worker(args.worker, args.steps, args.model, args.max_new_tokens)))
+        print("RESULT " + json.dumps(worker(args.worker, steps, args.model, max_new_tokens)))
         return
-    rows = []
-    for name in args.configs:
-        cmd = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--model", args.model,
-               "--max_new_tokens", str(args.max_new_tokens)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        row = json.loads(found[-1][7:]) if found else {"config": name, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    print(table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    if args.lora_worker:
+        print("RESULT " + json.dumps(lora_worker(args.lora_worker, steps, args.model, max_new_tokens)))
+        return
+    extra = ["--steps", str(steps), "--model", args.model, "--max_new_tokens", str(max_new_tokens)]
+    if args.lora:
+        rows = run_workers(args.lora_configs, "--lora-worker", extra, "config")
+        print(lora_table(rows))
+    else:
+        rows = run_workers(args.configs, "--worker", extra, "config")
+        print(table(rows))
+    write_json(rows, args.json)
 
 
 if __name__ == "__main__":

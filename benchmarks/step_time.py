@@ -175,6 +175,7 @@ def main() -> None:
     module._micro_step = clock.wrap(module._micro_step, "train_fwd_bwd")
     module.log_step = clock.wrap(module.log_step, "log_step")
     module.compute_rewards = clock.wrap(module.compute_rewards, "rewards")
+    module.score_rollout = clock.wrap(module.score_rollout, "rewards")  # the verifier and reward sources, run once
     module.training_step = clock.wrap(module.training_step, "training_step")
     # ... and what they spend it on (model forwards, sampling, log-prob / entropy math, backward, clipping)
     module.policy.forward = clock.wrap(module.policy.forward, lambda phase: f"{phase}_model")

@@ -36,6 +36,7 @@ class PolicyExport(Callback):
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         full = trainer.strategy.lightning_module_state_dict()  # collective under sharded strategies
+        full = _gathered(full, trainer.is_global_zero)
         if trainer.is_global_zero:
             out = self.dirpath or os.path.join(trainer.default_root_dir, "policy")
             weights = {k: v.detach().cpu() for k, v in policy_state_dict(full).items()}
@@ -49,3 +50,17 @@ class PolicyExport(Callback):
                 self.saved_to = save_policy(pl_module.policy, pl_module.tokenizer, out, state_dict=weights,
                                             dtype=self.dtype)
         trainer.strategy.barrier("policy_export")
+
+
+def _gathered(state: dict[str, Any], keep: bool) -> dict[str, Any]:
+    """FSDP2 (ModelParallelStrategy's distributed state dict): each DTensor shard gathered, one
+    tensor at a time (a collective every rank joins in the same order); kept on CPU where ``keep``."""
+    from torch.distributed.tensor import DTensor
+
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, DTensor):
+            value = value.full_tensor()
+        if keep:
+            out[name] = value.detach().cpu() if hasattr(value, "detach") else value
+    return out

@@ -61,8 +61,8 @@ class History(L.Callback):
     List it after the callbacks that log and before any that evaluate (HeldOut), so its row has
     the step's metrics and its time excludes evaluation."""
 
-    def __init__(self, label: str, every: int = 5) -> None:
-        self.label, self.every, self.rows = label, every, []
+    def __init__(self, label: str, every: int = 5, exclude: "HeldOut | None" = None) -> None:
+        self.label, self.every, self.rows, self.exclude = label, every, [], exclude
         self._start = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -70,7 +70,10 @@ class History(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         row = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-        row.update(step=trainer.global_step, seconds=time.perf_counter() - self._start)
+        spent = time.perf_counter() - self._start
+        if self.exclude is not None:  # a HeldOut listed before this callback evaluated inside the step
+            spent -= self.exclude.take_seconds()
+        row.update(step=trainer.global_step, seconds=spent)
         self.rows.append(row)
         if trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
             shown = {k: round(row[k], 3) for k in ("reward", "accuracy", "loss", "completions/mean_length") if k in row}
@@ -103,16 +106,28 @@ class StopAfter(L.Callback):
 
 class HeldOut(L.Callback):
     """Greedy held-out evaluation before training, every ``every`` batches, at the listed batch
-    counts, and at the end. ``points``: (batches trained, accuracy, per-item correct)."""
+    counts, and at the end. ``points``: (batches trained, accuracy, per-item correct); the newest
+    accuracy is also put in ``trainer.callback_metrics["heldout/accuracy"]`` (for a callback that
+    watches it, listed after this one) and the last texts are kept."""
 
     def __init__(self, problems: list, every: int = 0, at: Sequence[int] = ()) -> None:
         self.problems, self.every, self.at, self.points = problems, every, set(at), []
-        self.batches = 0
+        self.batches, self.seconds, self.last_texts = 0, 0.0, []
+
+    def take_seconds(self) -> float:
+        """Evaluation time since the last call (History subtracts it from the step's time)."""
+        spent, self.seconds = self.seconds, 0.0
+        return spent
 
     def _measure(self, module) -> None:
         if not self.points or self.points[-1][0] != self.batches:
+            start = time.perf_counter()
             result = evaluate(module, self.problems)
+            self.seconds += time.perf_counter() - start
             self.points.append((self.batches, result.accuracy, result.correct))
+            self.last_texts = result.texts
+            if module._trainer is not None:
+                module.trainer.callback_metrics["heldout/accuracy"] = torch.tensor(result.accuracy)
 
     def on_train_start(self, trainer, module) -> None:
         self._measure(module)
@@ -203,6 +218,16 @@ def plot(curves: dict[str, list[float]], title: str, ylabel: str, path: Path, sm
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def figures_dir(args: argparse.Namespace) -> Path:
+    """docs/figures with ``--write-docs``, else the run directory (a smoke run leaves the docs alone)."""
+    return ROOT / "docs" / "figures" if args.write_docs else OUT / "figures"
+
+
+def figure_link(path: Path, doc: Path) -> str:
+    """``path`` as the doc links it (relative when it lies under the doc's folder)."""
+    return str(path.relative_to(doc.parent)) if path.is_relative_to(doc.parent) else str(path)
 
 
 def save_json(obj: Any, path: Path) -> None:

@@ -5,7 +5,7 @@
 Per seed (see real_model_common for the task and why a format warm-up):
   1. warm-up: SFT on gold answers (``--warmup-steps`` x 8 problems), exported once and reused;
   2. held-out greedy accuracy and format rate of the warm-up ("before", the same items for all);
-  3. GRPO from the warm-up for ``--steps`` steps (2 prompts x G 8, correct + 0.5 format reward);
+  3. GRPO from the warm-up for ``--steps`` steps (``--prompts`` x G 8, correct + 0.5 format reward);
   4. SFT from the warm-up, continued until it has trained as long (wall time) as GRPO did;
   5. held-out accuracy after each arm, with paired 95 % intervals over the items.
 On a GPU the same script runs with ``--model <dir or hub name> --accelerator gpu --steps N``.
@@ -14,11 +14,13 @@ On a GPU the same script runs with ``--model <dir or hub name> --accelerator gpu
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import lightning as L
-from real_model_common import (OUT, ROOT, Arm, History, StopAfter, data, evaluate, held_out, over_seeds, paired,
-                               parse_args, plot, replace_section, save_json, trainer, warm_up)
+from real_model_common import (Arm, History, OUT, ROOT, StopAfter, data, evaluate, figure_link, figures_dir,
+                               held_out, over_seeds, paired, parse_args, plot, replace_section, save_json, trainer,
+                               warm_up)
 
 from lit_reason.modules import GRPO, SFT
 
@@ -37,7 +39,7 @@ def run_seed(seed: int, args, problems: list) -> dict:
                 rewards={"correct": 1.0, "format": 0.5}, **common)
     grpo_history = History(f"GRPO s{seed}")
     start = time.perf_counter()
-    trainer(args.steps, [grpo_history], args.accelerator).fit(grpo, datamodule=data(seed, 2))
+    trainer(args.steps, [grpo_history], args.accelerator).fit(grpo, datamodule=data(seed, args.prompts))
     grpo_seconds = time.perf_counter() - start
     after_grpo = evaluate(grpo, problems)
     budget = sum(r["seconds"] for r in grpo_history.rows)
@@ -54,7 +56,7 @@ def run_seed(seed: int, args, problems: list) -> dict:
     arms = [Arm("GRPO", len(grpo_history.rows), budget, after_grpo, grpo_history),
             Arm("SFT (continued warm-up)", len(sft_history.rows), stop.spent, after_sft, sft_history)]
     result = {
-        "seed": seed, "before": before.__dict__, "grpo_wall_seconds": grpo_seconds,
+        "seed": seed, "before": before.__dict__, "grpo_wall_seconds": grpo_seconds, "settings": vars(args),
         "arms": {a.name: {"steps": a.steps, "train_seconds": a.seconds, "eval": a.evaluation.__dict__,
                           "history": a.history.rows} for a in arms},
     }
@@ -65,8 +67,8 @@ def run_seed(seed: int, args, problems: list) -> dict:
 def table(results: list[dict], args) -> str:
     lines = [
         f"Held-out greedy accuracy on {args.items} easy items (same items for every run); warm-up "
-        f"{args.warmup_steps} SFT steps x 8 problems at lr {args.sft_lr:g}; GRPO {args.steps} steps x 2 prompts x G 8, "
-        f"lr {args.lr:g}, reward correct + 0.5 format; SFT continued for GRPO's training wall time. "
+        f"{args.warmup_steps} SFT steps x 8 problems at lr {args.sft_lr:g}; GRPO {args.steps} steps x {args.prompts} "
+        f"prompts x G 8, lr {args.lr:g}, reward correct + 0.5 format; SFT continued for GRPO's training wall time. "
         "Gains in points with paired 95 % intervals over the items.", "",
         "| seed | warm-up acc / format | GRPO acc / format | SFT acc / format | GRPO - warm-up | SFT - warm-up | GRPO - SFT | steps GRPO / SFT | train s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -97,12 +99,18 @@ def main() -> None:
         parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
         parser.add_argument("--steps", type=int, default=30)
         parser.add_argument("--lr", type=float, default=1e-5)
+        parser.add_argument("--prompts", type=int, default=2, help="GRPO prompts per step (x G 8 completions)")
         parser.add_argument("--items", type=int, default=256)
+        parser.add_argument("--from-saved", action="store_true",
+                            help="rebuild the table from the saved runs/real_model/grpo_vs_sft_s<seed>.json (seeds run apart)")
 
     args = parse_args(__doc__, options)
-    problems = held_out(args.items)
     start = time.perf_counter()
-    results = [run_seed(seed, args, problems) for seed in args.seeds]
+    if args.from_saved:
+        results = [json.loads((OUT / f"grpo_vs_sft_s{seed}.json").read_text()) for seed in args.seeds]
+    else:
+        problems = held_out(args.items)
+        results = [run_seed(seed, args, problems) for seed in args.seeds]
     text = table(results, args)
     figures = []
     for r in results:
@@ -110,9 +118,10 @@ def main() -> None:
         figures.append(plot({"reward": [h.get("reward", float("nan")) for h in hist],
                              "accuracy": [h.get("accuracy", float("nan")) for h in hist]},
                             f"GRPO on SmolLM2-135M-Instruct, seed {r['seed']}", "training rollouts",
-                            ROOT / "docs" / "figures" / f"real_model_grpo_s{r['seed']}.png"))
-    text += "\n\n" + "\n".join(f"![GRPO curve]({p.relative_to(DOC.parent)})" for p in figures)
-    text += f"\n\nTotal {time.perf_counter() - start:.0f} s (seeds {', '.join(map(str, args.seeds))}, "
+                            figures_dir(args) / f"real_model_grpo_s{r['seed']}.png"))
+    text += "\n\n" + "\n".join(f"![GRPO curve]({figure_link(p, DOC)})" for p in figures)
+    total = sum(r["grpo_wall_seconds"] + r["arms"]["SFT (continued warm-up)"]["train_seconds"] for r in results)
+    text += f"\n\nTraining {total:.0f} s in all (seeds {', '.join(map(str, args.seeds))}, "
     text += f"{args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:

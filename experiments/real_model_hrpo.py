@@ -18,8 +18,8 @@ import argparse
 import time
 
 import lightning as L
-from real_model_common import (OUT, ROOT, HeldOut, History, StopAfter, data, held_out, paired, parse_args, plot,
-                               replace_section, save_json, trainer, warm_up)
+from real_model_common import (HeldOut, History, OUT, ROOT, StopAfter, data, figure_link, figures_dir, held_out,
+                               paired, parse_args, plot, replace_section, save_json, trainer, warm_up)
 
 from callbacks.gate_monitor import GateMonitor
 from lit_reason.modules import GRPO, HRPO
@@ -81,11 +81,11 @@ def main() -> None:
                   f"{share[0]:.4f} -> {share[-1]:.4f}. Step time HRPO / GRPO: "
                   f"{hrpo_history.median_step_seconds / grpo_history.median_step_seconds:.2f}."]
     fig1 = plot({"latent share": share}, "HRPO: latent share of the mixed inputs", "sqrt(1 - a^2)",
-                ROOT / "docs" / "figures" / "real_model_hrpo_gate.png", smooth=1)
+                figures_dir(args) / "real_model_hrpo_gate.png", smooth=1)
     fig2 = plot({"HRPO": [r.get("reward", float("nan")) for r in hrpo_history.rows],
                  "GRPO": [r.get("reward", float("nan")) for r in grpo_history.rows]},
-                "training reward", "reward", ROOT / "docs" / "figures" / "real_model_hrpo_reward.png")
-    text = "\n".join(lines) + f"\n\n![]({fig1.relative_to(DOC.parent)})\n![]({fig2.relative_to(DOC.parent)})"
+                "training reward", "reward", figures_dir(args) / "real_model_hrpo_reward.png")
+    text = "\n".join(lines) + f"\n\n![]({figure_link(fig1, DOC)})\n![]({figure_link(fig2, DOC)})"
     text += f"\n\nTotal {time.perf_counter() - start:.0f} s ({args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:

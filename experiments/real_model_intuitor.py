@@ -16,8 +16,8 @@ import time
 import warnings
 
 import lightning as L
-from real_model_common import (OUT, ROOT, HeldOut, History, data, held_out, paired, parse_args, plot, replace_section,
-                               save_json, trainer, warm_up)
+from real_model_common import (HeldOut, History, OUT, ROOT, data, figure_link, figures_dir, held_out, paired,
+                               parse_args, plot, replace_section, save_json, trainer, warm_up)
 
 from callbacks.self_certainty_monitor import SelfCertaintyMonitor
 from lit_reason.modules import GRPO, Intuitor
@@ -37,17 +37,25 @@ class WarningSteps(L.Callback):
             self.steps.append((trainer.global_step, message))
 
 
+#: the monitor's warnings, by a phrase of each message
+MONITOR_SIGNS = {"length": "completion length fell", "repeat": "are repeats", "distinct": "each group's completions differ",
+                 "held-out drop": "heldout/accuracy fell"}
+
+
 def run(name: str, module, args, problems: list) -> dict:
-    history, held = History(name), HeldOut(problems, args.eval_every)
-    monitor = SelfCertaintyMonitor(ngram=3, window=5)
+    # order: evaluate, then the monitor reads the held-out accuracy, then History (minus eval time)
+    held = HeldOut(problems, args.eval_every)
+    history = History(name, exclude=held)
+    monitor = SelfCertaintyMonitor(ngram=3, window=5, watch="heldout/accuracy", watch_drop=0.1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         flags = WarningSteps(caught)
-        trainer(args.steps, [monitor, flags, history, held], args.accelerator).fit(module, datamodule=data(0, 2))
-    monitor_warnings = [(s, m) for s, m in flags.steps if "gaming self-certainty" in m]
+        trainer(args.steps, [held, monitor, flags, history], args.accelerator).fit(module,
+                                                                                  datamodule=data(0, args.prompts))
+    monitor_warnings = [(s, kind) for s, m in flags.steps for kind, phrase in MONITOR_SIGNS.items() if phrase in m]
     return {"name": name, "history": history.rows, "held_out": [(b, a) for b, a, _ in held.points],
             "first_correct": held.points[0][2], "last_correct": held.points[-1][2], "warnings": monitor_warnings,
-            "median_step_seconds": history.median_step_seconds}
+            "median_step_seconds": history.median_step_seconds, "last_texts": held.last_texts[:16]}
 
 
 def main() -> None:
@@ -55,7 +63,8 @@ def main() -> None:
         parser.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 3e-5])
         parser.add_argument("--grpo-lr", type=float, default=1e-5)
         parser.add_argument("--steps", type=int, default=20)
-        parser.add_argument("--eval-every", type=int, default=10)
+        parser.add_argument("--eval-every", type=int, default=5)
+        parser.add_argument("--prompts", type=int, default=2, help="prompts per step (x G 8 completions)")
         parser.add_argument("--items", type=int, default=128)
 
     args = parse_args(__doc__, options)
@@ -75,32 +84,34 @@ def main() -> None:
     save_json(runs, OUT / "intuitor.json")
 
     grpo_time = runs[-1]["median_step_seconds"]
-    lines = [f"From the format warm-up (seed 0), {args.steps} steps x 2 prompts x G 8, greedy accuracy on {args.items} "
+    lines = [f"From the format warm-up (seed 0), {args.steps} steps x {args.prompts} prompts x G 8, greedy accuracy on {args.items} "
              "held-out easy items; Intuitor trains on self-certainty only (beta 0.005), GRPO on correct + 0.5 format. "
              "Gain: last evaluation minus the warm-up, paired 95 % interval over the items.", "",
              "| run | held-out acc (by step) | gain | self-certainty first -> last 5 | length first -> last 5 | "
-             "3-gram repeats last 5 | monitor warns at step | step time / GRPO |",
-             "|---|---|---|---|---|---|---|---|"]
+             "3-gram repeats last 5 | distinct share first -> last 5 | monitor warns at step (sign) | step time / GRPO |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         h = r["history"]
         avg = lambda key, part: sum(x.get(key, 0.0) for x in part) / max(len(part), 1)  # noqa: E731
         sc = f"{avg('rewards/self_certainty/mean', h[:5]):.3f} -> {avg('rewards/self_certainty/mean', h[-5:]):.3f}" \
             if "rewards/self_certainty/mean" in h[0] else "-"
         by_step = ", ".join(f"{s}: {100 * a:.0f}" for s, a in r["held_out"])
-        warned = "; ".join(f"{s}" for s, _ in r["warnings"]) or "none"
+        warned = "; ".join(f"{s} ({kind})" for s, kind in r["warnings"]) or "none"
         lines.append(f"| {r['name']} | {by_step} | {paired(r['first_correct'], r['last_correct'])} | {sc} | "
                      f"{avg('completions/mean_length', h[:5]):.1f} -> {avg('completions/mean_length', h[-5:]):.1f} | "
-                     f"{avg('completions/repeat_ngram_ratio', h[-5:]):.2f} | {warned} | "
+                     f"{avg('completions/repeat_ngram_ratio', h[-5:]):.2f} | "
+                     f"{avg('completions/distinct_share', h[:5]):.2f} -> {avg('completions/distinct_share', h[-5:]):.2f} | "
+                     f"{warned} | "
                      f"{r['median_step_seconds'] / grpo_time:.2f} |")
     curves = {r["name"]: [x.get("rewards/correct/mean", float("nan")) for x in r["history"]] for r in runs}
     fig1 = plot(curves, "training accuracy of sampled completions", "share correct",
-                ROOT / "docs" / "figures" / "real_model_intuitor_accuracy.png")
+                figures_dir(args) / "real_model_intuitor_accuracy.png")
     fig2 = plot({r["name"]: [x.get("rewards/self_certainty/mean", float("nan")) for x in r["history"]] for r in runs[:-1]},
                 "Intuitor: self-certainty of sampled completions", "self-certainty",
-                ROOT / "docs" / "figures" / "real_model_intuitor_certainty.png")
+                figures_dir(args) / "real_model_intuitor_certainty.png")
     fig3 = plot({r["name"]: [x.get("completions/mean_length", float("nan")) for x in r["history"]] for r in runs},
-                "completion length", "tokens", ROOT / "docs" / "figures" / "real_model_intuitor_length.png")
-    text = "\n".join(lines) + "\n\n" + "\n".join(f"![]({p.relative_to(DOC.parent)})" for p in (fig1, fig2, fig3))
+                "completion length", "tokens", figures_dir(args) / "real_model_intuitor_length.png")
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"![]({figure_link(p, DOC)})" for p in (fig1, fig2, fig3))
     text += f"\n\nTotal {time.perf_counter() - start:.0f} s ({args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:

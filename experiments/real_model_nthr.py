@@ -21,8 +21,8 @@ import statistics
 import time
 
 import lightning as L
-from real_model_common import (OUT, ROOT, HeldOut, History, data, held_out, paired, parse_args, plot, replace_section,
-                               save_json, trainer, warm_up)
+from real_model_common import (HeldOut, History, OUT, ROOT, data, figure_link, figures_dir, held_out, paired,
+                               parse_args, plot, replace_section, save_json, trainer, warm_up)
 
 from callbacks.batch_lld import BatchLLDMonitor
 from lit_reason.modules import GRPO, NTHR
@@ -93,8 +93,8 @@ def main() -> None:
     text = summary(results, args)
     curves = {name: [h.get("lld/batch_mean_delta", float("nan")) for h in results[0][name]["history"]] for name in ARMS}
     figure = plot(curves, f"LLD per step (seed {args.seeds[0]}): mean Delta of the batch's correct responses",
-                  "nats", ROOT / "docs" / "figures" / "real_model_nthr_lld.png")
-    text += f"\n\n![]({figure.relative_to(DOC.parent)})\n\nTotal {time.perf_counter() - start:.0f} s "
+                  "nats", figures_dir(args) / "real_model_nthr_lld.png")
+    text += f"\n\n![]({figure_link(figure, DOC)})\n\nTotal {time.perf_counter() - start:.0f} s "
     text += f"(seeds {', '.join(map(str, args.seeds))}, {args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:

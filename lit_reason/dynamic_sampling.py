@@ -41,6 +41,7 @@ class FilledBatch:
     generated_groups: int
     kept_groups: int  # informative groups in the batch (<= batch_size)
     rollout_batches: int  # 1 + refills
+    sources: list[tuple[int, int]]  # (attempt, group within that attempt's rollout) of each group, in order
 
 
 def refill_indices(dataset_size: int, count: int, seed: int, step: int, rank: int, attempt: int) -> list[int]:
@@ -104,8 +105,8 @@ def fill_informative_groups(draw: Callable[[int], tuple[list[Any], Rollout, Tens
     first rollout is informative throughout it is returned as it is.
     """
     G = group_size
-    kept: list[tuple[Any, Rollout, int]] = []
-    spare: list[tuple[Any, Rollout, int]] = []
+    kept: list[tuple[Any, Rollout, int, int]] = []
+    spare: list[tuple[Any, Rollout, int, int]] = []
     generated = attempts = 0
     seconds = 0.0
     for attempt in range(1 + max_resample_batches):
@@ -116,17 +117,18 @@ def fill_informative_groups(draw: Callable[[int], tuple[list[Any], Rollout, Tens
         informative = ~zero_std_groups(rewards.detach().float().cpu(), G)
         if attempt == 0 and len(problems) == batch_size and bool(informative.all()):
             rows = torch.ones(len(rollout.texts), dtype=torch.bool, device=rollout.completion_ids.device)
-            return FilledBatch(list(problems), rollout, rows, generated, batch_size, 1)
+            return FilledBatch(list(problems), rollout, rows, generated, batch_size, 1, [(0, g) for g in range(batch_size)])
         for g, problem in enumerate(problems):
-            (kept if informative[g] else spare).append((problem, rollout, g))
+            (kept if informative[g] else spare).append((problem, rollout, g, attempt))
         if len(kept) >= batch_size:
             break
     chosen = kept[:batch_size]
     n_kept = len(chosen)
     chosen += spare[: batch_size - n_kept]
-    parts = [r.select(slice(g * G, (g + 1) * G)) for _, r, g in chosen]
+    parts = [r.select(slice(g * G, (g + 1) * G)) for _, r, g, _ in chosen]
     rollout = concat_rollouts(parts, pad_id)
     rollout.seconds = seconds  # every rollout batch generated this step
     rows = torch.zeros(batch_size * G, dtype=torch.bool, device=rollout.completion_ids.device)
     rows[: n_kept * G] = True
-    return FilledBatch([p for p, _, _ in chosen], rollout, rows, generated, n_kept, attempts)
+    return FilledBatch([p for p, _, _, _ in chosen], rollout, rows, generated, n_kept, attempts,
+                       [(a, g) for _, _, g, a in chosen])

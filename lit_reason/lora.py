@@ -14,11 +14,13 @@ model (:func:`lit_reason.export.save_policy`).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
+
+from lit_reason.config_dataclass import parse_config
 
 PEFT_MISSING = "model.lora needs peft: pip install peft (or pip install 'lit-reason[lora]'), or unset model.lora to train all weights"
 
@@ -63,18 +65,10 @@ class LoraSettings:
     @classmethod
     def parse(cls, value: LoraSettings | dict | None) -> LoraSettings | None:
         """``None`` (no LoRA), the settings themselves, or a dict of them (as stored in hparams)."""
-        if value is None:
-            return None
-        if not isinstance(value, cls):
-            if not isinstance(value, dict):
-                raise ValueError(f"model.lora must be a mapping like {{r: 16, alpha: 32}} or null (got {value!r})")
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ValueError(f"model.lora: unknown key(s) {unknown}; known keys: {sorted(known)}")
-            value = cls(**value)
-        value.check()
-        return value
+        settings = parse_config(cls, value, "model.lora")
+        if settings is not None:
+            settings.check()
+        return settings
 
 
 def lora_hparams(value: LoraSettings | dict | None) -> dict[str, Any] | None:

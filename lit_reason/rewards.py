@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -50,6 +52,70 @@ def resolve_reward(name: str) -> RewardFn:
     return fn
 
 
+@dataclass
+class ScoredCompletions:
+    """What the reward sources said about each completion of a rollout, computed once per
+    completion (dynamic sampling keeps these for the rows it trains on instead of scoring again).
+
+    ``scores`` are ``problem.score(completion)``; ``per_source`` holds ``[B]`` values, NaN where
+    a source abstained; ``row_errors`` maps a source to ``{row: message}`` where it raised (the
+    row then counts 0)."""
+
+    scores: list[float]
+    per_source: dict[str, torch.Tensor]
+    row_errors: dict[str, dict[int, str]]
+
+    def total(self, weights: dict[str, float]) -> torch.Tensor:
+        """Weighted sum of the sources per completion; NaN where every source abstained."""
+        stacked = torch.stack([values * weights[n] for n, values in self.per_source.items()])  # [S, B]
+        total = torch.nansum(stacked, 0)
+        total[torch.isnan(torch.stack(list(self.per_source.values()))).all(0)] = math.nan
+        return total
+
+    def errors(self) -> dict[str, str]:
+        """Source name -> its first error message, in row order (sources that never raised are absent)."""
+        return {name: rows[min(rows)] for name, rows in self.row_errors.items() if rows}
+
+    def select(self, rows: Sequence[int]) -> ScoredCompletions:
+        rows = list(rows)
+        index = torch.tensor(rows, dtype=torch.long)
+        where = {r: i for i, r in enumerate(rows)}
+        return ScoredCompletions([self.scores[r] for r in rows], {n: v[index] for n, v in self.per_source.items()},
+                                 {n: {where[r]: m for r, m in errs.items() if r in where}
+                                  for n, errs in self.row_errors.items()})
+
+    @staticmethod
+    def concat(parts: Sequence[ScoredCompletions]) -> ScoredCompletions:
+        offsets = [0]
+        for part in parts:
+            offsets.append(offsets[-1] + len(part.scores))
+        names = list(parts[0].per_source)
+        return ScoredCompletions([x for part in parts for x in part.scores],
+                                 {n: torch.cat([part.per_source[n] for part in parts]) for n in names},
+                                 {n: {off + r: m for part, off in zip(parts, offsets) for r, m in part.row_errors[n].items()}
+                                  for n in names})
+
+
+def score_sources(reward_fns: dict[str, RewardFn], problems: list[Any], completions: list[str],
+                  scores: list[float]) -> ScoredCompletions:
+    """Call every source once per completion."""
+    per_source: dict[str, torch.Tensor] = {}
+    row_errors: dict[str, dict[int, str]] = {}
+    for name, fn in reward_fns.items():
+        values = []
+        row_errors[name] = {}
+        for row, (problem, text, score) in enumerate(zip(problems, completions, scores)):
+            try:
+                value = fn(problem, text, score)
+                value = math.nan if value is None else float(value)
+            except Exception as err:  # noqa: BLE001 - a user's reward must not stop training
+                row_errors[name][row] = f"{type(err).__name__}: {err}"
+                value = 0.0
+            values.append(value)
+        per_source[name] = torch.tensor(values, dtype=torch.float32)
+    return ScoredCompletions(list(scores), per_source, row_errors)
+
+
 def compute_rewards(
     reward_fns: dict[str, RewardFn],
     weights: dict[str, float],
@@ -62,21 +128,5 @@ def compute_rewards(
     Returns ``(total [B] with NaN where every source abstained, per-source [B] with NaN for None,
     errors: source name -> first error message)``.
     """
-    per_source: dict[str, torch.Tensor] = {}
-    errors: dict[str, str] = {}
-    for name, fn in reward_fns.items():
-        values = []
-        for problem, text, score in zip(problems, completions, scores):
-            try:
-                value = fn(problem, text, score)
-                value = math.nan if value is None else float(value)
-            except Exception as err:  # noqa: BLE001 - a user's reward must not stop training
-                errors.setdefault(name, f"{type(err).__name__}: {err}")
-                value = 0.0
-            values.append(value)
-        per_source[name] = torch.tensor(values, dtype=torch.float32)
-    stacked = torch.stack([per_source[n] * weights[n] for n in reward_fns])  # [S, B]
-    total = torch.nansum(stacked, 0)
-    all_missing = torch.stack([torch.isnan(per_source[n]) for n in reward_fns]).all(0)
-    total[all_missing] = math.nan
-    return total, per_source, errors
+    scored = score_sources(reward_fns, problems, completions, scores)
+    return scored.total(weights), scored.per_source, scored.errors()

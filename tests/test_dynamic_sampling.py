@@ -255,3 +255,35 @@ def test_ddp_ranks_fill_their_own_batches_and_stay_identical(tmp_path):
         assert len(prompts) == 2
     assert totals0 == totals1  # summed over the ranks, so rank 0's checkpoint holds the run's totals
     assert totals0["generated_groups"] > totals0["kept_groups"]
+
+
+CALLS = {"reward": 0}
+
+
+def counting_half_constant(problem, completion, score):
+    """half_constant, counting its calls."""
+    CALLS["reward"] += 1
+    return half_constant(problem, completion, score)
+
+
+def test_each_completion_is_scored_once_with_refills(monkeypatch):
+    """The reward source and the verifier run once per generated completion: the rows kept from
+    the refills are not scored again for the update, and the rewards trained on are theirs."""
+    from lit_reason.problem import TextProblem
+
+    verified = []
+    score = TextProblem.score
+    monkeypatch.setattr(TextProblem, "score", lambda self, completion: verified.append(1) or score(self, completion))
+    CALLS["reward"] = 0
+    L.seed_everything(0)
+    module = tiny(dynamic_sampling=True, rewards={"tests.test_dynamic_sampling:counting_half_constant": 1.0},
+                  max_resample_batches=8)
+    rec = fit(module, steps=3, batch_size=3)
+    assert sum(m["dynamic_sampling/rollout_batches"] for m in rec.metrics) > 3  # refills happened
+    completions = module.dynamic_sampling_totals["generated_groups"] * 4
+    assert CALLS["reward"] == completions and len(verified) == completions
+    monkeypatch.undo()
+    for out in rec.rows:  # the kept rewards belong to the kept rows
+        again = [half_constant(p, t, p.score(t)) for p, t in zip(out["problems"], out["rollout"].texts)]
+        assert out["rewards"].tolist() == pytest.approx(again)
+        assert out["scores"] == [p.score(t) for p, t in zip(out["problems"], out["rollout"].texts)]

@@ -12,7 +12,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from callbacks.self_certainty_monitor import SelfCertaintyMonitor, batch_repeat_ratio, pearson, repeated_ngram_ratio
+from callbacks.self_certainty_monitor import (SelfCertaintyMonitor, batch_repeat_ratio, distinct_share, pearson,
+                                              repeated_ngram_ratio)
 from datamodules.base import ProblemDataset
 from datamodules.toy import ToyDataModule, make_toy_problem
 from lit_reason import objectives as obj
@@ -239,6 +240,65 @@ def test_monitor_metrics_skip_self_certainty_under_plain_grpo_and_warn_once(recw
     assert mon.warnings() == []  # each kind once per run
     with pytest.raises(ValueError, match="length_drop"):
         SelfCertaintyMonitor(length_drop=1.5)
+
+
+def test_distinct_share_by_hand():
+    ids = torch.tensor([[1, 2, 9], [1, 2, 7], [1, 3, 0], [1, 2, 0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 1, 1]])
+    # group 0: rows differ only under the mask -> 1 distinct of 2; group 1: [1,3,0] vs [1,2,0] -> 2 of 2
+    assert distinct_share(ids, mask, 2) == pytest.approx((0.5 + 1.0) / 2)
+    assert distinct_share(ids, mask, 4) == pytest.approx(3 / 4)  # [1,2] twice, [1,3,0], [1,2,0]
+    assert distinct_share(ids, mask, 3) is None  # 4 rows are no whole groups of 3
+    assert distinct_share(ids, mask, 1) is None
+
+
+def test_monitor_warns_once_when_groups_turn_deterministic():
+    mon = SelfCertaintyMonitor(window=2, min_distinct_share=0.25)
+    varied = {"rollout": _FakeRollout([4, 5, 6, 7]), "scores": [0.0] * 4, "old": {}}  # 4 different lengths
+    same = {"rollout": _FakeRollout([4, 4, 4, 4]), "scores": [0.0] * 4, "old": {}}
+    for _ in range(2):
+        assert mon.step_metrics(varied, group_size=4)["completions/distinct_share"] == 1.0
+    assert mon.warnings() == []
+    mon.step_metrics(same, group_size=4)  # window mean (1 + 1/4) / 2: not yet
+    assert mon.warnings() == []
+    mon.step_metrics(same, group_size=4)
+    warnings = mon.warnings()
+    assert len(warnings) == 1 and "only 25% of each group's completions differ" in warnings[0]
+    mon.step_metrics(same, group_size=4)
+    assert mon.warnings() == []  # once per run
+    assert "completions/distinct_share" not in SelfCertaintyMonitor().step_metrics(same)  # G unknown: skipped
+
+
+def test_monitor_watched_metric_warns_on_a_drop_beyond_the_threshold():
+    mon = SelfCertaintyMonitor(watch="val/accuracy", watch_drop=0.1)
+    messages = []
+    for value in (0.5, None, float("nan"), 0.45, 0.41, 0.35, 0.2):  # None / NaN: no value this step
+        mon.observe_watched(value)
+        messages.append(mon.warnings())
+    # 0.41 is 0.09 below the first value (no warning); 0.35 is 0.15 below; 0.2 would be, but once per run
+    assert [bool(m) for m in messages] == [False, False, False, False, False, True, False]
+    assert messages[5] == [messages[5][0]] and "val/accuracy fell from 0.500 to 0.350" in messages[5][0]
+    restored = SelfCertaintyMonitor(watch="val/accuracy")
+    restored.load_state_dict(mon.state_dict())
+    assert (restored.watch_first, restored.watch_last, restored.warned) == (0.5, 0.2, {"watch"})
+
+
+def test_monitor_reads_val_accuracy_from_a_real_validation_loop(recwarn):
+    """Lightning puts val/accuracy in callback_metrics before on_validation_end: the monitor sees it."""
+    seen = []
+
+    class Spy(SelfCertaintyMonitor):
+        def observe_watched(self, value):
+            seen.append(value)
+            super().observe_watched(value)
+
+    module = Intuitor(model="tiny", num_generations=2, max_new_tokens=4, val_max_new_tokens=4, lr=1e-3,
+                      rewards={"self_certainty": 1.0, "correct": 0.0}, prompt_format="plain")
+    trainer = L.Trainer(max_steps=2, val_check_interval=1, num_sanity_val_steps=0, callbacks=[Spy(watch="val/accuracy")],
+                        **QUIET)
+    trainer.fit(module, datamodule=ToyDataModule(task="char_fill", batch_size=2, val_size=2))
+    values = [v for v in seen if v is not None]
+    assert len(values) >= 2 and all(0.0 <= v <= 1.0 for v in values)
 
 
 # ---------------------------------------------------------------------------- configs

@@ -126,3 +126,36 @@ def test_hrpo_param_groups_share_the_schedule():
     assert trainer.global_step == 2
     assert log.lrs[0] == pytest.approx([LR, 0.1, 0.5]) and log.lrs[1] == pytest.approx([LR / 2, 0.05, 0.25])
 
+
+
+class LoggedLR(L.Callback):
+    """The ``lr`` metric each training batch logged (what a logger would record for that step)."""
+
+    def __init__(self):
+        self.values = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.values.append(float(trainer.callback_metrics["lr"]))
+
+
+@pytest.mark.parametrize("make, per_rollout", [
+    (lambda: grpo(lr_schedule="linear", warmup_steps=3), 1),
+    (lambda: grpo(lr_schedule="linear", warmup_steps=3, num_iterations=2), 2),
+    (lambda: SFT(model="tiny", prompt_format="plain", lr=LR, lr_schedule="linear", warmup_steps=3,
+                 val_max_new_tokens=2, max_length=32), 1),
+], ids=["grpo", "grpo_mu2", "sft"])
+def test_logged_lr_is_the_lr_the_step_used(make, per_rollout):
+    """Warmup of 3 over 6 optimizer steps: step i (from 0) applies LR * (i + 1) / 3 while warming
+    up. The logged lr is that value (the mean over a rollout's steps with mu=2), not the one the
+    scheduler has moved on to after the step."""
+    logged = LoggedLR()
+    L.seed_everything(0)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[logged], max_steps=6)
+    trainer.fit(make(), toy())
+    if per_rollout == 1:  # batch 1: step 0 -> LR / 3; batch 2: step 1 -> 2 LR / 3
+        expected = [LR / 3, 2 * LR / 3]
+    else:  # batch 1: steps 0, 1 -> mean(1/3, 2/3) LR; batch 2: steps 2 (3/3, warmup ends) and 3 ((6-3)/(6-3))
+        expected = [LR / 2, LR]
+    assert logged.values[:2] == pytest.approx(expected, rel=1e-6)

@@ -1,16 +1,12 @@
 """Same numbers as TRL's GRPOTrainer: our objectives against TRL's own loss and advantage code.
 
-TRL's loss lives in ``GRPOTrainer._compute_loss``, a method that first runs the model. We execute
-that very method on a trainer built with ``object.__new__`` (no model, no accelerator), whose
-per-token log-prob hook returns the tensor we feed, so every line of TRL's aggregation runs as
-shipped. Advantages come from a real (tiny) GRPOTrainer whose reward function returns fixed values.
-Where TRL differs from us on purpose, the test pins the difference (see docs/vs_trl.md).
+TRL's ``GRPOTrainer._compute_loss`` runs as shipped on a stand-in trainer whose per-token log-prob
+hook returns the tensor we feed; advantages come from a real (tiny) GRPOTrainer whose reward function
+returns fixed values (both built in tests/trl_stand_in.py). Where TRL differs from us on purpose, the
+test pins the difference (see docs/vs_trl.md).
 """
 
 from __future__ import annotations
-
-from collections import defaultdict
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,67 +15,9 @@ from lit_reason import objectives as obj
 
 trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer", reason="TRL is a test-only dependency (pip install trl)")
 
-TOL = 1e-5
+from tests.trl_stand_in import TOL, G, T, make_batch, tiny_trainer, trl_loss, trl_trainer
+
 SHARED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-B, T, G = 6, 7, 3
-
-
-class _OneProcess:
-    """The accelerator calls ``_compute_loss`` makes, for a single process: all identities."""
-
-    num_processes, process_index, sync_gradients = 1, 0, True
-
-    def gather(self, tensor):
-        return tensor
-
-    gather_for_metrics = gather
-
-    def reduce(self, tensor, reduction="sum"):
-        return tensor
-
-
-def trl_trainer(loss_type: str, beta: float, eps_low: float, eps_high: float, max_len: int, *,
-                accumulation: int = 1, steps_per_generation: int = 1, bias_correction_kl: bool = False):
-    """A GRPOTrainer with exactly the attributes ``_compute_loss`` reads (a missing one raises)."""
-    trainer = object.__new__(trl_grpo.GRPOTrainer)
-    attrs = dict(
-        loss_type=loss_type, beta=beta, epsilon_low=eps_low, epsilon_high=eps_high, max_completion_length=max_len,
-        importance_sampling_level="token", top_entropy_quantile=1.0, off_policy_mask_threshold=None,
-        aux_loss_enabled=False, use_vllm=False, vllm_importance_sampling_correction=False,
-        _entropy_bonus_enabled=False, current_gradient_accumulation_steps=accumulation,
-        accelerator=_OneProcess(), model=torch.nn.Module().train(), _metrics=defaultdict(lambda: defaultdict(list)),
-        args=SimpleNamespace(use_bias_correction_kl=bias_correction_kl, delta=None,
-                             steps_per_generation=steps_per_generation),
-    )
-    for name, value in attrs.items():
-        setattr(trainer, name, value)
-    return trainer
-
-
-def trl_loss(trainer, logps, old, ref, advantages, mask, num_items=None):
-    """Run TRL's ``_compute_loss`` with ``logps`` standing in for the model's per-token log-probs."""
-    trainer._get_per_token_logps_and_entropies = lambda *a, **k: (logps, torch.zeros_like(logps), None)
-    rows, width = mask.shape
-    inputs = {
-        "prompt_ids": torch.zeros(rows, 1, dtype=torch.long), "prompt_mask": torch.ones(rows, 1, dtype=torch.long),
-        "completion_ids": torch.zeros(rows, width, dtype=torch.long), "completion_mask": mask,
-        "advantages": advantages, "old_per_token_logps": old, "ref_per_token_logps": ref,
-        "num_items_in_batch": mask.sum() if num_items is None else num_items,
-    }
-    return trainer._compute_loss(None, inputs)
-
-
-def make_batch(padded: bool, seed: int = 0):
-    """Log-probs, old (off-policy enough that both clip bounds bite), reference, advantages, mask."""
-    gen = torch.Generator().manual_seed(seed)
-    logps = -torch.rand(B, T, generator=gen, dtype=torch.float64) * 3 - 0.05
-    old = logps + torch.randn(B, T, generator=gen, dtype=torch.float64) * 0.4
-    ref = logps + torch.randn(B, T, generator=gen, dtype=torch.float64) * 0.3
-    rewards = torch.tensor([1.0, 0.0, 0.5, 0.2, 0.9, 0.2], dtype=torch.float64)
-    advantages = obj.group_advantages(rewards, G)
-    lengths = torch.tensor([7, 3, 2, 5, 0, 6]) if padded else torch.full((B,), T)
-    mask = (torch.arange(T)[None] < lengths[:, None]).long()
-    return logps, old, ref, advantages, mask
 
 
 def both(loss_type, beta, eps_low, eps_high, padded, **trl_kwargs):
@@ -182,30 +120,10 @@ def test_dapo_normalizer_trl_uses_generation_batch_tokens_per_step():
 # --------------------------------------------------------------------------- advantages
 @pytest.fixture(scope="module")
 def tiny_trl_trainer(tmp_path_factory):
-    """A real GRPOTrainer on the tiny preset; its reward function replays ``FIXED_REWARDS``."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A real GRPOTrainer on the tiny preset; its reward function replays ``replay["rewards"]``."""
     from trl import GRPOConfig
 
-    from lit_reason.policy import load_policy
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    policy = load_policy("tiny")
-    policy.model.save_pretrained(path)
-    policy.tokenizer.save_pretrained(path)
-    replay = {"rewards": []}
-
-    def fixed_reward(completions, **kwargs):
-        return list(replay["rewards"])
-
-    args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("out")), per_device_train_batch_size=3 * G,
-                      num_generations=G, max_completion_length=4, report_to="none", use_cpu=True,
-                      gradient_checkpointing=False, disable_tqdm=True, save_strategy="no")
-    trainer = trl_grpo.GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=fixed_reward, args=args,
-                                   train_dataset=Dataset.from_list([{"prompt": "abc"}] * 3),
-                                   processing_class=AutoTokenizer.from_pretrained(path))
-    return trainer, replay
+    return tiny_trainer(trl_grpo.GRPOTrainer, GRPOConfig, tmp_path_factory)
 
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])

@@ -1,6 +1,6 @@
 """GSPO, CISPO, top-entropy token selection and RLOO against TRL's own code (as test_trl_parity.py does).
 
-TRL's ``GRPOTrainer._compute_loss`` runs as shipped on a trainer built with ``object.__new__``
+TRL's ``GRPOTrainer._compute_loss`` runs as shipped on the stand-in trainer of tests/trl_stand_in.py,
 whose log-prob/entropy hook returns the tensors we feed; RLOO advantages come from a real tiny
 ``RLOOTrainer`` whose reward function replays fixed values. REINFORCE++ has no TRL counterpart
 (tests/test_algorithms.py checks it by hand).
@@ -13,31 +13,10 @@ import torch
 
 from lit_reason import advantages as adv
 from lit_reason import objectives as obj
-from tests.test_trl_parity import TOL, G, T, _OneProcess, make_batch, trl_trainer
 
 pytest.importorskip("trl.trainer.grpo_trainer", reason="TRL is a test-only dependency (pip install trl)")
 
-
-class _OneProcessPadding(_OneProcess):
-    """Adds the padding call ``get_high_entropy_mask`` makes (identity on one process)."""
-
-    def pad_across_processes(self, tensor, dim=0, pad_index=0):
-        return tensor
-
-
-def trl_loss(trainer, logps, old, ref, advantages, mask, entropies=None):
-    """TRL's ``_compute_loss`` with ``logps`` (and ``entropies``) standing in for the model's."""
-    ent = torch.zeros_like(logps) if entropies is None else entropies
-    trainer._get_per_token_logps_and_entropies = lambda *a, **k: (logps, ent, None)
-    trainer.accelerator = _OneProcessPadding()
-    rows, width = mask.shape
-    inputs = {
-        "prompt_ids": torch.zeros(rows, 1, dtype=torch.long), "prompt_mask": torch.ones(rows, 1, dtype=torch.long),
-        "completion_ids": torch.zeros(rows, width, dtype=torch.long), "completion_mask": mask,
-        "advantages": advantages, "old_per_token_logps": old, "ref_per_token_logps": ref,
-        "num_items_in_batch": mask.sum(),
-    }
-    return trainer._compute_loss(None, inputs)
+from tests.trl_stand_in import TOL, G, T, make_batch, tiny_trainer, trl_loss, trl_trainer
 
 
 #: per-sequence shifts of the old log-probs, so that whole sequences leave the clip range at both
@@ -56,9 +35,9 @@ def compare(loss_type, level, beta, eps_low, eps_high, padded, quantile=1.0):
                                     ref_logps=ref, beta=beta, max_completion_length=T, importance_sampling_level=level,
                                     token_weights=weights)
     ours.backward()
-    trainer = trl_trainer(loss_type, beta, eps_low, eps_high, T)
-    trainer.importance_sampling_level, trainer.top_entropy_quantile = level, quantile
-    theirs = trl_loss(trainer, trl_in, old, ref, a, mask, entropies)
+    trainer = trl_trainer(loss_type, beta, eps_low, eps_high, T, importance_sampling_level=level,
+                          top_entropy_quantile=quantile)
+    theirs = trl_loss(trainer, trl_in, old, ref, a, mask, entropies=entropies)
     theirs.backward()
     torch.testing.assert_close(ours.detach(), theirs.detach(), atol=TOL, rtol=TOL)
     torch.testing.assert_close(ours_in.grad, trl_in.grad, atol=TOL, rtol=TOL)
@@ -107,30 +86,10 @@ def test_top_entropy_selection_changes_the_loss():
 # --------------------------------------------------------------------------- RLOO advantages
 @pytest.fixture(scope="module")
 def tiny_rloo_trainer(tmp_path_factory):
-    """A real RLOOTrainer on the tiny preset; its reward function replays fixed rewards."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A real RLOOTrainer on the tiny preset; its reward function replays ``replay["rewards"]``."""
     from trl import RLOOConfig, RLOOTrainer
 
-    from lit_reason.policy import load_policy
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_rloo")
-    policy = load_policy("tiny")
-    policy.model.save_pretrained(path)
-    policy.tokenizer.save_pretrained(path)
-    replay = {"rewards": []}
-
-    def fixed_reward(completions, **kwargs):
-        return list(replay["rewards"])
-
-    args = RLOOConfig(output_dir=str(tmp_path_factory.mktemp("out")), per_device_train_batch_size=3 * G,
-                      num_generations=G, max_completion_length=4, report_to="none", use_cpu=True, beta=0.0,
-                      gradient_checkpointing=False, disable_tqdm=True, save_strategy="no")
-    trainer = RLOOTrainer(model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=fixed_reward, args=args,
-                          train_dataset=Dataset.from_list([{"prompt": "abc"}] * 3),
-                          processing_class=AutoTokenizer.from_pretrained(path))
-    return trainer, replay
+    return tiny_trainer(RLOOTrainer, RLOOConfig, tmp_path_factory, beta=0.0)
 
 
 @pytest.mark.parametrize("normalize", [False, True])

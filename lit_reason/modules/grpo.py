@@ -18,7 +18,11 @@ from torch import Tensor
 
 from lit_reason import objectives as obj
 from lit_reason.advantages import check_estimator, estimate_advantages
+from lit_reason.config_dataclass import config_dict, parse_config
+from lit_reason.deepspeed_clipping import set_deepspeed_gradient_clipping
 from lit_reason.dynamic_sampling import fill_informative_groups, refill_indices
+from lit_reason.fsdp1 import backward_in_root_forward, enter_root_forward, fsdp1_root
+from lit_reason.fsdp2 import full_norm, shard_causal_lm, unsharded_trainable
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
 from lit_reason.lm_head import (CompletionScores, adapter_base, adapters_off, chunked_head_stats, final_hidden_states,
                                 split_causal_lm)
@@ -28,11 +32,10 @@ from lit_reason.policy import load_policy
 from lit_reason.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS, encode_prompt
 from lit_reason.lora import AdaptersOff, LoraSettings, check_lora_precision, load_lora_policy, lora_hparams
 from lit_reason.reference import build_reference, check_ref_quantization
-from lit_reason.rewards import compute_rewards, resolve_reward
+from lit_reason.rewards import ScoredCompletions, resolve_reward, score_sources
 from lit_reason.rng import collect_rng_states, set_rng_states
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions_from_mask
 from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
-from lit_reason.rollout.options import options_dict, parse_options
 from lit_reason.rollout.vllm_engine import ROLLOUT_ENGINES, VLLMOptions, build_vllm_session, VLLMRolloutEngine
 
 
@@ -160,8 +163,8 @@ class GRPO(L.LightningModule):
     ) -> None:
         super().__init__()
         lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
-        vllm = options_dict(VLLMOptions, vllm, "model.vllm")
-        rollout_correction = options_dict(RolloutCorrection, rollout_correction, "model.rollout_correction")
+        vllm = config_dict(VLLMOptions, vllm, "model.vllm")
+        rollout_correction = config_dict(RolloutCorrection, rollout_correction, "model.rollout_correction")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._check_config()
@@ -171,7 +174,7 @@ class GRPO(L.LightningModule):
         else:
             loaded = load_policy(model, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
         self.policy, self.tokenizer = loaded.model, loaded.tokenizer
-        self.rollout_correction = parse_options(RolloutCorrection, rollout_correction, "model.rollout_correction")
+        self.rollout_correction = parse_config(RolloutCorrection, rollout_correction, "model.rollout_correction")
         self.ref_model = self._build_reference() if beta != 0.0 else None
         self.reward_weights = dict(rewards or {"correct": 1.0})
         self.reward_fns = {name: resolve_reward(name) for name in self.reward_weights}
@@ -185,6 +188,7 @@ class GRPO(L.LightningModule):
         self.val_accuracy_by_group: GroupedAccuracy | None = None
         self.dynamic_sampling_totals = {"generated_groups": 0, "kept_groups": 0}  # checkpointed
         self.dynamic_sampling_stats: dict[str, float] = {}  # the last step's (logged)
+        self._scored: tuple[Rollout, ScoredCompletions] | None = None  # the step's rollout, scored once
 
     # ------------------------------------------------------------------ configuration
     def _check_config(self) -> None:
@@ -239,6 +243,29 @@ class GRPO(L.LightningModule):
         """Optimizer steps so far (manual optimization counts each ``opt.step()``): when vLLM syncs."""
         return int(self.global_step) if self._trainer is not None else 0
 
+    def _wrapped_root(self) -> torch.nn.Module | None:
+        """The module the strategy wrapped (under FSDP1 its root unit holds the policy's embeddings)."""
+        return self.trainer.strategy.model if self._trainer is not None else None
+
+    def _fsdp1_root(self) -> torch.nn.Module | None:
+        """Under Lightning's FSDPStrategy (FSDP1): its root unit, in whose forward the steps run."""
+        return fsdp1_root(getattr(self._trainer.strategy, "model", None)) if self._trainer is not None else None
+
+    def _enter_fsdp1_root(self) -> None:
+        """Under FSDP1, the root unit's weights (embeddings, norm, head) gathered for a forward: a
+        backward earlier in the same step resharded them (lit_reason.fsdp1)."""
+        root = self._fsdp1_root()
+        if root is not None:
+            enter_root_forward(root)
+
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's, with FSDP1's root-unit pre-backward run first: under FSDPStrategy the
+        step runs inside the root's forward, where FSDP1 alone refuses a backward (lit_reason.fsdp1)."""
+        root = self._fsdp1_root()
+        if root is None:
+            return super().manual_backward(loss, *args, **kwargs)
+        backward_in_root_forward(root, loss, lambda value: super(GRPO, self).manual_backward(value, *args, **kwargs))
+
     def _build_reference(self) -> torch.nn.Module:
         """A frozen copy of the initial policy for the KL term (with LoRA: the policy's own base,
         adapters off, no copy)."""
@@ -260,7 +287,7 @@ class GRPO(L.LightningModule):
                 longest = max(h.max_new_tokens, h.val_max_new_tokens or 0)
                 seed = h.sampling_seed if h.sampling_seed is not None else 0
                 self._vllm_session = build_vllm_session(self.policy, self.tokenizer, h.get("vllm"), h.max_prompt_length,
-                                                        longest, self._optimizer_steps, seed)
+                                                        longest, self._optimizer_steps, seed, self._wrapped_root)
             return VLLMRolloutEngine(self._vllm_session, self.tokenizer, sampling)
         if self.hparams.fast_generation and torch.cuda.is_available():
             # the module is still on CPU here; the engine takes the static path once prompts are on CUDA
@@ -323,13 +350,27 @@ class GRPO(L.LightningModule):
         if self.hparams.dynamic_sampling:
             strategy = self.trainer.strategy
             stage = (getattr(strategy, "config", None) or {}).get("zero_optimization", {}).get("stage")
-            if type(strategy).__name__.startswith("FSDP") or stage == 3:
+            if type(strategy).__name__.startswith(("FSDP", "ModelParallel")) or stage == 3:
                 raise ValueError("model.dynamic_sampling needs full weights on every rank (DDP, DeepSpeed ZeRO-2): under "
                                  "FSDP / ZeRO-3 ranks generating different numbers of batches would wait on each other")
 
     def on_train_start(self) -> None:
         if self.hparams.dynamic_sampling:  # the train loader exists from here on
             self._check_refill_dataset()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._prepare_vllm()
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._prepare_vllm()
+
+    def _prepare_vllm(self) -> None:
+        """Start vLLM / push the weights before the step, outside the strategy's forward: under FSDP1
+        the training and validation steps run inside the root unit's forward, where FSDP refuses to
+        gather weights (the rollout's own prepare then finds vLLM up to date)."""
+        session = getattr(self, "_vllm_session", None)
+        if session is not None:
+            session.prepare()
 
     def _check_refill_dataset(self) -> None:
         """Refills index the training dataset (see lit_reason.dynamic_sampling)."""
@@ -351,9 +392,38 @@ class GRPO(L.LightningModule):
         self.dynamic_sampling_totals.update(state.get("dynamic_sampling_totals", {}))
         self.total_tokens = int(state.get("total_tokens", self.total_tokens))
 
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy``: FSDP2 over its data-parallel mesh, each
+        decoder layer one unit, then the policy root, and the same for a frozen reference copy
+        (lit_reason.fsdp2). Choosing that strategy is the switch (``configs/scale/fsdp2.yaml``);
+        any other strategy leaves the modules as they are. Idempotent: Lightning may call this
+        again (validate / test after fit)."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if not isinstance(strategy, ModelParallelStrategy):
+            return
+        mesh = self.device_mesh
+        if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
+            raise ValueError("ModelParallelStrategy: GRPO shards with FSDP2 only: set tensor_parallel_size=1 and "
+                             "data_parallel_size=<devices> (configs/scale/fsdp2.yaml)")
+        if self.hparams.ref_quantization is not None:
+            raise ValueError("model.ref_quantization: FSDP2 cannot shard bitsandbytes weights: unset it (the sharded "
+                             "reference is the better trade there) or use DDP")
+        dp = mesh["data_parallel"]
+        shard_causal_lm(self.policy, dp)
+        if self.ref_model is not None and self.lora is None:  # with LoRA the reference is the policy itself
+            shard_causal_lm(self.ref_model, dp)
+        left = unsharded_trainable(self)
+        if left:
+            raise ValueError(f"{type(self).__name__} under ModelParallelStrategy: trainable parameters outside the "
+                             f"policy ({', '.join(left[:3])}) would not be averaged across ranks: use DDP or DeepSpeed")
+
     def setup(self, stage: str) -> None:
         if self.lora is not None and self._trainer is not None:
             check_lora_precision(self.lora, self.ref_model is not None, self.trainer.precision_plugin)
+        if self._trainer is not None:  # before the DeepSpeed engine is built from the config
+            set_deepspeed_gradient_clipping(self.trainer.strategy, self.hparams.max_grad_norm)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         groups = dm.metric_groups() if dm is not None and hasattr(dm, "metric_groups") else []
         if groups and self.val_accuracy_by_group is None:
@@ -448,6 +518,7 @@ class GRPO(L.LightningModule):
         ``entropy_grad``: the full path builds the entropy's graph only when it is trained on.
         """
         h = self.hparams
+        self._enter_fsdp1_root()
         temperature = h.temperature or 1.0
         split = split_causal_lm(adapter_base(model)) if h.chunked_lm_head else None
         mask = rollout.completion_mask.bool()
@@ -515,7 +586,8 @@ class GRPO(L.LightningModule):
     def compute_rewards(self, problems: Sequence[Any], rollout: Rollout, scores: list[float],
                         old: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """``[B]`` rewards (NaN = abstained) and their metrics. Intuitor overrides this."""
-        total, per_source, errors = compute_rewards(self.reward_fns, self.reward_weights, list(problems), rollout.texts, scores)
+        scored = self.reward_sources(problems, rollout, scores)
+        total, per_source, errors = scored.total(self.reward_weights), scored.per_source, scored.errors()
         for name, message in errors.items():
             self._warn_once(f"reward:{name}", f"reward {name!r} raised ({message}); counted as 0 for that completion")
         metrics = {}
@@ -524,6 +596,24 @@ class GRPO(L.LightningModule):
             metrics[f"rewards/{name}/std"] = float(values[~torch.isnan(values)].std()) if (~torch.isnan(values)).sum() > 1 else 0.0
             metrics[f"rewards/{name}/errors"] = float(name in errors)
         return total.to(self.device), metrics
+
+    def score_rollout(self, problems: Sequence[Any], rollout: Rollout) -> ScoredCompletions:
+        """Each completion's ``problem.score`` and reward sources, computed once: the rollout the
+        step last scored (dynamic sampling's, assembled from its refills' values) is served again."""
+        if self._scored is not None and self._scored[0] is rollout:
+            return self._scored[1]
+        scores = [float(p.score(t)) for p, t in zip(problems, rollout.texts)]
+        scored = score_sources(self.reward_fns, list(problems), rollout.texts, scores)
+        self._scored = (rollout, scored)
+        return scored
+
+    def reward_sources(self, problems: Sequence[Any], rollout: Rollout, scores: Sequence[float]) -> ScoredCompletions:
+        """The reward sources of ``rollout`` given these scores (from :meth:`score_rollout` when it
+        scored this very rollout with these scores, else computed now)."""
+        memo = self._scored
+        if memo is not None and memo[0] is rollout and (scores is memo[1].scores or memo[1].scores == list(scores)):
+            return memo[1]
+        return score_sources(self.reward_fns, list(problems), rollout.texts, list(scores))
 
     def compute_advantages(self, rewards: Tensor, old: dict[str, Tensor]) -> Tensor:
         """``[B]`` advantages from the summed rewards. Intuitor overrides this to normalise each
@@ -556,11 +646,12 @@ class GRPO(L.LightningModule):
         # 1. rollout (dynamic sampling: refilled until the batch holds informative groups)
         batch, rollout, trained_rows = self.rollout_step(batch)
         problems = [p for p in batch for _ in range(G)]
-        # 2. reward
-        scores = [float(p.score(t)) for p, t in zip(problems, rollout.texts)]
+        # 2. reward (each completion scored once, dynamic sampling's refills included)
+        scores = self.score_rollout(problems, rollout).scores
         need_old = self.needs_old_pass() or self.rollout_correction is not None
         old = self.old_policy_pass(rollout, need_old=need_old, need_ref=self.ref_model is not None)
         rewards, reward_metrics = self.compute_rewards(problems, rollout, scores, old)
+        self._scored = None
         # 3. advantage
         advantages = self.compute_advantages(rewards, old)
         mask = rollout.completion_mask.float()
@@ -591,19 +682,24 @@ class GRPO(L.LightningModule):
             return list(batch), self.generate(batch, generator=self.sampling_generator()), None
 
         generated_rewards: list[Tensor] = []
+        scored_draws: list[ScoredCompletions] = []
 
         def draw(attempt: int) -> tuple[list[Any], Rollout, Tensor]:
             problems = list(batch) if attempt == 0 else self._refill_problems(len(batch), attempt)
             rollout = self.generate(problems, generator=self.sampling_generator(salt=100 + attempt if attempt else 0))
             rows = [p for p in problems for _ in range(h.num_generations)]
-            scores = [float(p.score(t)) for p, t in zip(rows, rollout.texts)]
+            scored = self.score_rollout(rows, rollout)
+            scored_draws.append(scored)
             old = self.old_policy_pass(rollout, need_old=False, need_ref=False) if self.rewards_need_old_pass else {}
-            rewards, _ = self.compute_rewards(rows, rollout, scores, old)
+            rewards, _ = self.compute_rewards(rows, rollout, scored.scores, old)
             generated_rewards.append(rewards.detach().float().cpu())
             return problems, rollout, rewards
 
         filled = fill_informative_groups(draw, len(batch), h.num_generations, h.max_resample_batches,
                                          self.tokenizer.pad_token_id)
+        G = h.num_generations  # the kept rows' scores and rewards, so the step does not score them again
+        kept = [scored_draws[a].select(range(g * G, (g + 1) * G)) for a, g in filled.sources]
+        self._scored = (filled.rollout, ScoredCompletions.concat(kept))
         counts = torch.tensor([filled.generated_groups, filled.kept_groups], dtype=torch.float64, device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:  # totals over all ranks: rank 0 checkpoints them
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
@@ -650,6 +746,7 @@ class GRPO(L.LightningModule):
         mb = h.minibatch_size or rows
         sums: dict[str, float] = {}
         count = 0
+        used_lrs: list[float] = []  # read before each scheduler.step(): the LR that step applied
         for _ in range(h.num_iterations):
             for start in range(0, rows, mb):
                 minibatch = slice(start, min(start + mb, rows))
@@ -671,26 +768,38 @@ class GRPO(L.LightningModule):
                     grad_norm = self._grad_norm()
                     sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm * len(self.micro_batches(mb_mask.shape[0]))
                     self.clip_grad_norm(opt, h.max_grad_norm)
+                used_lrs.append(float(opt.param_groups[0]["lr"]))
                 opt.step()
                 if sched is not None:
                     sched.step()
-        return {k: v / max(count, 1) for k, v in sums.items()}
+        out = {k: v / max(count, 1) for k, v in sums.items()}
+        out["lr"] = sum(used_lrs) / max(len(used_lrs), 1)  # mean over this rollout's optimizer steps
+        return out
 
     def clip_grad_norm(self, optimizer, max_norm: float) -> None:
         """Clip by global norm. Under FSDP1 through the FSDP root's own ``clip_grad_norm_`` (it sees
-        every shard), because Lightning's FSDP precision plugin refuses clipping by norm; elsewhere
-        through Lightning (DeepSpeed clips inside its engine from the strategy's config)."""
+        every shard), because Lightning's FSDP precision plugin refuses clipping by norm; under
+        DeepSpeed not here: its engine clips in ``step()`` from the config's ``gradient_clipping``,
+        which :meth:`setup` set to ``max_grad_norm`` (lit_reason.deepspeed_clipping); elsewhere
+        through Lightning."""
+        from lightning.pytorch.strategies import DeepSpeedStrategy
         from torch.distributed.fsdp import FullyShardedDataParallel
 
-        wrapped = getattr(self._trainer.strategy, "model", None) if self._trainer is not None else None
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        wrapped = getattr(strategy, "model", None)
+        if isinstance(strategy, DeepSpeedStrategy):
+            return
         if isinstance(wrapped, FullyShardedDataParallel):
             wrapped.clip_grad_norm_(max_norm)
         else:
             self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     def _grad_norm(self) -> float:
-        norms = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
-        return float(torch.stack(norms).norm()) if norms else 0.0
+        norms = [full_norm(p.grad) for p in self.parameters() if p.grad is not None]  # FSDP2: shards reduced
+        total = torch.stack(norms).square().sum() if norms else torch.zeros((), device=self.device)
+        if self._fsdp1_root() is not None:  # FSDP1: each rank holds a disjoint shard of every flat parameter
+            torch.distributed.all_reduce(total)
+        return float(total.sqrt())
 
     def _micro_step(self, part: Rollout, advantages: Tensor, mask: Tensor, old: dict[str, Tensor], rows: slice,
                     weights: Tensor | None, normalizer: float, minibatch_tokens: float) -> dict[str, float]:
@@ -756,7 +865,6 @@ class GRPO(L.LightningModule):
             "completions/clipped_ratio": float(rollout.truncated.float().mean()),
             "num_tokens": float(self.total_tokens),
             "rollout/tokens_per_s": n_tokens / max(rollout.seconds, 1e-9),
-            "lr": float(self.optimizers().param_groups[0]["lr"]),
             **reward_metrics,
             **step_metrics,
             **self.dynamic_sampling_stats,

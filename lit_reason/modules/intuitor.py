@@ -24,7 +24,6 @@ from torch import Tensor
 
 from lit_reason.advantages import estimate_advantages
 from lit_reason.modules.grpo import GRPO
-from lit_reason.rewards import compute_rewards
 from lit_reason.rollout import Rollout
 
 #: The reward-source name of the policy's own self-certainty in ``rewards:``.
@@ -124,7 +123,8 @@ class Intuitor(GRPO):
         Every source's ``[B]`` rewards are also stored in ``old["reward_sources/<name>"]`` for
         :meth:`compute_advantages` and for callbacks.
         """
-        _, per_source, errors = compute_rewards(self.reward_fns, self.reward_weights, list(problems), rollout.texts, scores)
+        scored = self.reward_sources(problems, rollout, scores)
+        per_source, errors = scored.per_source, scored.errors()
         for name, message in errors.items():
             self._warn_once(f"reward:{name}", f"reward {name!r} raised ({message}); counted as 0 for that completion")
         per_source = {SELF_CERTAINTY: old[OLD_SELF_CERTAINTY].float().cpu(), **per_source}

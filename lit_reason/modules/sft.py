@@ -206,6 +206,7 @@ class SFT(GRPO):
         grad_norm = self._grad_norm()
         if self.hparams.max_grad_norm and self.hparams.max_grad_norm > 0:
             self.clip_grad_norm(opt, self.hparams.max_grad_norm)
+        lr = float(opt.param_groups[0]["lr"])  # the LR this step applies (the scheduler moves it after)
         opt.step()
         if sched is not None:
             sched.step()
@@ -213,7 +214,7 @@ class SFT(GRPO):
         bs = len(batch)
         self.log("loss", float(loss.detach()), prog_bar=True, batch_size=bs)
         self.log_dict({"grad_norm": grad_norm, "num_tokens": float(self.total_tokens),
-                       "lr": float(opt.param_groups[0]["lr"])}, batch_size=bs)
+                       "lr": lr}, batch_size=bs)
         return {"loss": loss.detach(), "problems": list(batch)}
 
     # ------------------------------------------------------------------ export

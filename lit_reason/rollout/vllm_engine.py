@@ -19,6 +19,7 @@ on, vLLM renormalises over the kept tokens first (documented in docs/vllm.md).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -169,13 +170,18 @@ class VLLMSession:
         optimizer_steps: returns how many optimizer steps the trainer has taken (GRPO passes its
             ``global_step``); a rollout after ``sync_every`` new steps pushes the weights first.
         seed: vLLM's own seed (the rollouts use per-row seeds from the step's generator anyway).
+        weights_root: returns the module the trainer wrapped (GRPO passes the strategy's model):
+            under FSDP1 the root unit, which may hold the policy's embeddings, is found there.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, options: VLLMOptions, max_model_len: int,
-                 optimizer_steps: Callable[[], int] | None = None, seed: int = 0) -> None:
+                 optimizer_steps: Callable[[], int] | None = None, seed: int = 0,
+                 weights_root: Callable[[], torch.nn.Module | None] | None = None) -> None:
         self.model, self.tokenizer, self.options = model, tokenizer, options
         self.max_model_len, self.seed = int(max_model_len), int(seed)
         self.optimizer_steps = optimizer_steps or (lambda: 0)
+        self.weights_root = weights_root  # a bound method or None: a lambda would not pickle (ddp_spawn)
+        self.external_launcher = False  # True under DDP / FSDP: the trainer owns the process group
         self.llm = None
         self.synced_step: int | None = None
         self.syncs = 0
@@ -186,7 +192,7 @@ class VLLMSession:
 
     def __getstate__(self) -> dict:  # an LLM never travels (ddp_spawn pickles the module)
         state = dict(self.__dict__)
-        state["llm"], state["synced_step"], state["_dir"] = None, None, None
+        state["llm"], state["synced_step"], state["_dir"], state["external_launcher"] = None, None, None, False
         return state
 
     @property
@@ -222,6 +228,8 @@ class VLLMSession:
             kwargs["kv_cache_memory_bytes"] = int(options.kv_cache_gib * 2**30)
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             kwargs["distributed_executor_backend"] = "external_launcher"  # each rank drives its own engine
+            _torchrun_env()
+            self.external_launcher = True
         states = collect_rng_states()  # vLLM re-seeds the process's global RNGs; the trainer keeps its streams
         try:
             self.llm = vllm.LLM(**kwargs)
@@ -242,7 +250,11 @@ class VLLMSession:
             engine = getattr(self.llm, "llm_engine", None)
             core = getattr(engine, "engine_core", None)
             if core is not None and hasattr(core, "shutdown"):
-                core.shutdown()
+                if self.external_launcher:
+                    with _keeping_default_process_group():  # vLLM's teardown would destroy the trainer's
+                        core.shutdown()
+                else:
+                    core.shutdown()
             self.llm = None
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -253,7 +265,8 @@ class VLLMSession:
         """Push the policy's current weights into vLLM (one tensor at a time, no disk)."""
         start = time.perf_counter()
         with torch.no_grad():
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": inference_weights(self.model)})
+            weights = inference_weights(self.model, self.weights_root() if self.weights_root else None)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
             self.llm.collective_rpc(_refresh_lm_heads)
         self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
         self.synced_step = int(self.optimizer_steps())
@@ -282,6 +295,36 @@ class VLLMSession:
             self._asleep = True
 
 
+def _torchrun_env() -> None:
+    """vLLM's external launcher reads RANK and LOCAL_RANK from the environment, as torchrun sets
+    them; Lightning's own launcher (strategy="ddp") leaves RANK unset. Fill them from the process
+    group that already exists (vLLM then reuses it and builds its per-rank groups inside it)."""
+    rank = torch.distributed.get_rank()
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("WORLD_SIZE", str(torch.distributed.get_world_size()))
+    os.environ.setdefault("LOCAL_RANK", str(rank))
+
+
+@contextlib.contextmanager
+def _keeping_default_process_group():
+    """vLLM's engine shutdown ends with ``torch.distributed.destroy_process_group()``: right for
+    a process group vLLM created, wrong for the trainer's (external launcher). Inside this block
+    only the groups vLLM built for itself are destroyed."""
+    dist = torch.distributed
+    real = dist.destroy_process_group
+
+    def destroy(group=None):
+        if group is None or group is dist.GroupMember.WORLD:
+            return
+        real(group)
+
+    dist.destroy_process_group = destroy
+    try:
+        yield
+    finally:
+        dist.destroy_process_group = real
+
+
 def _refresh_lm_heads(worker) -> int:
     """Run inside vLLM's worker after ``reload_weights``: re-derive each LM head's kernel form from
     its weight. A tied head loads nothing itself (its weight is the embedding's), so the reload
@@ -299,12 +342,12 @@ def _refresh_lm_heads(worker) -> int:
 
 def build_vllm_session(model: torch.nn.Module, tokenizer, options: VLLMOptions | dict | None, max_prompt_length: int,
                        max_new_tokens: int, optimizer_steps: Callable[[], int] | None = None,
-                       seed: int = 0) -> VLLMSession:
+                       seed: int = 0, weights_root: Callable[[], torch.nn.Module | None] | None = None) -> VLLMSession:
     """Every check that can fail before training (vLLM importable and supported, the model loadable,
     lengths, sleep mode), then a session that starts vLLM at the first rollout."""
-    from lit_reason.rollout.options import parse_options
+    from lit_reason.config_dataclass import parse_config
 
-    options = parse_options(VLLMOptions, options, "model.vllm") or VLLMOptions()
+    options = parse_config(VLLMOptions, options, "model.vllm") or VLLMOptions()
     on_cuda = torch.cuda.is_available()
     check_sleep_mode(options, on_cuda)
     max_model_len = check_lengths(options, max_prompt_length, max_new_tokens)
@@ -312,7 +355,7 @@ def build_vllm_session(model: torch.nn.Module, tokenizer, options: VLLMOptions |
         raise ValueError("model.rollout_engine=vllm with a bitsandbytes-quantized base (QLoRA) is not supported: the "
                          "sync streams full-precision weights; unset lora.load_in_4bit or use rollout_engine=builtin")
     check_vllm_can_load(_base_config(model), on_cuda)
-    return VLLMSession(model, tokenizer, options, max_model_len, optimizer_steps, seed)
+    return VLLMSession(model, tokenizer, options, max_model_len, optimizer_steps, seed, weights_root)
 
 
 def _first_end(ids: list[int], eos: set[int], stops: StopStringMatcher) -> int | None:

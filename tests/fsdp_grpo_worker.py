@@ -1,0 +1,74 @@
+"""Worker for tests/test_fsdp.py: a 4-step GRPO fit on the fixed rollouts of tests/test_ddp.py.
+
+    python tests/fsdp_grpo_worker.py MODE OUT_DIR     # MODE: single | fsdp2 | fsdp1
+
+``single`` trains on the whole rollout in one process; ``fsdp2`` (ModelParallelStrategy, GRPO's
+own configure_model shards) and ``fsdp1`` (FSDPStrategy forced onto CPU, as configs/scale/fsdp.yaml
+wraps) on 2 gloo ranks, each rank on its half. Each rank writes ``OUT_DIR/rank{r}.pt``: its full
+policy weights (HF names), how many parameters were shards, and a sampled rollout after the fit.
+Lightning re-executes this script for rank 1, so it is a script with a ``__main__`` guard.
+"""
+
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+STEPS = 4  # optimizer steps: 2 rollouts x num_iterations 2
+# the clip binds (norm ~1.7); 2 micro-batches per rank (backward twice inside one training_step) and
+# 2 optimizer steps per rollout (forwards after a backward and a step, inside the same step)
+SETTINGS = dict(model="tiny", num_generations=4, max_new_tokens=6, lr=1e-3, loss_type="grpo", beta=0.04,
+                max_grad_norm=0.05, micro_batch_size=4, num_iterations=2, prompt_format="plain", sampling_seed=7)
+
+
+def full_weights(module, trainer) -> dict[str, torch.Tensor]:
+    from lit_reason.rollout.weight_sync import inference_weights
+
+    return {n: t.detach().clone() for n, t in inference_weights(module.policy, trainer.strategy.model)}
+
+
+def main(mode: str, out: str) -> None:
+    import lightning as L
+
+    from tests.test_ddp import PROMPTS, FixedRolloutGRPO, Prompts
+
+    L.seed_everything(0)
+    module = FixedRolloutGRPO(**SETTINGS)
+    devices, strategy = 2, None
+    if mode == "fsdp2":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
+    elif mode == "fsdp1":
+        from tests.vllm_ranks_worker import cpu_fsdp1_strategy
+
+        strategy = cpu_fsdp1_strategy({type(module.policy.model.layers[0])})
+    else:
+        devices, strategy = 1, "auto"
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", devices=devices, strategy=strategy, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    start = time.perf_counter()
+    trainer.fit(module, Prompts(batch_size=PROMPTS // devices))
+    result = {"fit_seconds": time.perf_counter() - start, "global_step": trainer.global_step,
+              "grad_norm": float(trainer.callback_metrics["grad_norm"]),
+              "dtensors": sum(type(p).__name__ == "DTensor" for p in module.policy.parameters()),
+              "ref_dtensors": sum(type(p).__name__ == "DTensor" for p in module.ref_model.parameters()),
+              "parameters": len(list(module.policy.parameters()))}
+    module.configure_model()  # a second call (validate / test after fit) must leave the shards as they are
+    result["dtensors_again"] = sum(type(p).__name__ == "DTensor" for p in module.policy.parameters())
+    result["weights"] = full_weights(module, trainer)
+    if mode != "fsdp1":  # sampling on the sharded weights (FSDP1 only inside its root's forward)
+        from lit_reason.modules import GRPO
+        from lit_reason.problem import TextProblem
+
+        rollout = GRPO.generate(module, [TextProblem("12+3=", "15", lambda c: 0.0)],  # every rank the same
+                                generator=torch.Generator().manual_seed(5))
+        result["rollout"] = rollout.completion_ids.tolist()
+    torch.save(result, os.path.join(out, f"rank{trainer.global_rank}.pt"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,133 @@
+"""GRPO under FSDP2 (ModelParallelStrategy, GRPO.configure_model shards) and FSDP1 (FSDPStrategy,
+forced onto CPU for the test) on 2 gloo CPU ranks: the same parameters as one process training on
+both ranks' rollouts, within 1e-5.
+
+The fit is tests/test_ddp.py's: fixed rollouts (each rank its half of the groups), beta=0.04 (the
+frozen reference sharded too), AdamW, gradient clipping that binds (max_grad_norm 0.05 under a norm
+of ~1.7), 2 micro-batches per rank and num_iterations=2 (two backwards and two optimizer steps
+inside one training_step), so a wrong global norm, a missing gradient reduction or stale gathered
+weights show in the weights. The
+ranks run in tests/fsdp_grpo_worker.py (Lightning re-executes it for rank 1), each run in its own
+process group under a timeout so a hang cannot stall CI.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("fsdp_grpo_worker.py")
+TIMEOUT_S = 120  # a 2-rank run takes ~15 s on the 2-core VM
+
+
+def run_worker(mode: str, out: Path) -> list[dict]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK",
+                                                            "WORLD_SIZE", "NODE_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.Popen([sys.executable, str(WORKER), mode, str(out)], cwd=WORKER.parent.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker and the rank Lightning launched
+        log, _ = proc.communicate()
+        pytest.fail(f"{mode} run timed out after {TIMEOUT_S}s:\n{log[-3000:]}")
+    assert proc.returncode == 0, log[-4000:]
+    return [torch.load(p, weights_only=False) for p in sorted(out.glob("rank*.pt"))]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    (result,) = run_worker("single", tmp_path_factory.mktemp("single"))
+    return result
+
+
+def check_same_fit(ranks: list[dict], single: dict) -> None:
+    from lit_reason.policy import load_policy
+
+    assert len(ranks) == 2
+    import lightning as L
+
+    L.seed_everything(0)  # as the worker before building the policy
+    initial = dict(load_policy("tiny").model.named_parameters())
+    moved = max((single["weights"][n] - p.detach()).abs().max().item() for n, p in initial.items())
+    assert moved > 1e-3  # it trained: 100x the tolerance below
+    for rank, r in enumerate(ranks):
+        assert r["global_step"] == single["global_step"] == 4
+        assert r["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-5), rank  # the global norm, logged
+        assert set(r["weights"]) == set(single["weights"]), rank  # HF names, every parameter
+        for name, tensor in single["weights"].items():
+            torch.testing.assert_close(r["weights"][name], tensor, atol=1e-5, rtol=0, msg=f"rank {rank} {name}")
+    assert all(torch.equal(t, ranks[1]["weights"][n]) for n, t in ranks[0]["weights"].items())
+
+
+def test_fsdp2_fit_equals_one_process(single, tmp_path):
+    ranks = run_worker("fsdp2", tmp_path)
+    check_same_fit(ranks, single)
+    for r in ranks:
+        assert r["dtensors"] == r["parameters"] > 0  # every policy parameter a shard
+        assert r["ref_dtensors"] > 0  # the frozen reference sharded too (it has no tied head of its own)
+        assert r["dtensors_again"] == r["dtensors"]  # a second configure_model left them as they were
+        assert r["rollout"] == single["rollout"]  # sampling on the sharded weights draws what one process does
+
+
+def test_fsdp1_fit_equals_one_process(single, tmp_path):
+    """FSDPStrategy as configs/scale/fsdp.yaml wraps (a unit per decoder layer, the root holds the
+    embeddings / norm / head): backward inside the root's forward works (lit_reason.fsdp1)."""
+    check_same_fit(run_worker("fsdp1", tmp_path), single)
+
+
+# ---------------------------------------------------------------- one process
+@pytest.fixture
+def one_rank_mesh(tmp_path):
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if dist.is_initialized():
+        pytest.skip("a process group already exists in this process")
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    yield init_device_mesh("cpu", (1, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+    dist.destroy_process_group()
+
+
+def under_model_parallel(module, mesh):
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    module._trainer = SimpleNamespace(strategy=ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1))
+    module._device_mesh = mesh
+    return module
+
+
+def test_decoder_layers_of_presets():
+    from lit_reason.fsdp2 import decoder_layers
+    from lit_reason.policy import load_policy
+
+    for preset, layer in (("tiny", "Qwen2DecoderLayer"), ("tiny-llama", "LlamaDecoderLayer")):
+        model = load_policy(preset).model
+        found = decoder_layers(model)
+        assert [type(m).__name__ for m in found] == [layer] * model.config.num_hidden_layers
+        assert all(a is b for a, b in zip(found, model.model.layers))
+
+
+def test_configure_model_is_a_no_op_outside_model_parallel():
+    from lit_reason.modules import GRPO
+
+    module = GRPO(model="tiny")
+    before = [type(m) for m in module.modules()]
+    module.configure_model()  # no trainer
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace())  # e.g. DDP
+    module.configure_model()
+    assert [type(m) for m in module.modules()] == before
+
+
+def test_hrpo_gate_outside_the_policy_is_refused(one_rank_mesh):
+    from lit_reason.modules import HRPO
+
+    module = under_model_parallel(HRPO(model="tiny"), one_rank_mesh)
+    with pytest.raises(ValueError, match="outside the policy.*gate.*use DDP or DeepSpeed"):
+        module.configure_model()
