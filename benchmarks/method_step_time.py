@@ -80,7 +80,7 @@ def worker(method: str, args: argparse.Namespace) -> dict:
 def run_round(order: list[str], args: argparse.Namespace) -> tuple[dict[str, dict], float | None]:
     from step_time import LoadMeter
 
-    meter, out = LoadMeter(), {}
+    meter, out = LoadMeter(include_children=True), {}
     for method in order:
         with tempfile.NamedTemporaryFile(suffix=".json") as result:
             cmd = [sys.executable, __file__, "--worker", method, "--json", result.name, "--model", args.model,

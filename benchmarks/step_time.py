@@ -95,8 +95,10 @@ class LoadMeter:
     threads spinning on busy cores, one competing process can slow a step several-fold.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, include_children: bool = False) -> None:
+        # include_children: the measuring process's finished subprocesses are not "other" load
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.include_children = include_children
         self.start = self._read()
 
     def _read(self):
@@ -107,7 +109,8 @@ class LoadMeter:
             return None
         busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
         t = os.times()
-        return time.perf_counter(), busy / self.tick, t.user + t.system
+        own = t.user + t.system + ((t.children_user + t.children_system) if self.include_children else 0.0)
+        return time.perf_counter(), busy / self.tick, own
 
     def take(self) -> float | None:
         now = self._read()

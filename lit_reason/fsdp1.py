@@ -6,7 +6,7 @@ prepares a unit for backward only from hooks on its forward's *outputs* (pre-bac
 final callback) and only after that forward returned, so the root unit's handle (embeddings,
 final norm, LM head: what no decoder-layer unit holds) is still in ``FORWARD`` state when its
 gradient arrives: ``Expects BACKWARD_PRE or BACKWARD_POST state but got FORWARD`` (Lightning
-issue #19685, open). Here each backward is made to look like one after a root forward:
+issue #19626, open). Here each backward is made to look like one after a root forward:
 
 * :func:`enter_root_forward` runs FSDP1's own pre-forward for the root (unshard, register the
   post-backward hook) if the root is not in a forward already: after a backward the final

@@ -9,6 +9,8 @@ can run more than once per process (fit, then validate / test), so sharding is i
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -61,3 +63,18 @@ def full_norm(tensor: torch.Tensor) -> torch.Tensor:
     reduced over its mesh."""
     norm = tensor.detach().float().norm()
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def all_ranks_done_on(device: Callable[[], torch.device]):
+    """``done(local) -> bool``: whether every rank's rollout rows have ended (an all-reduce of
+    ``local`` on ``device()``, read when called: the module moves after this is set up). Under
+    sharded weights each decode step gathers weights, so the ranks must take the same number of
+    steps (lit_reason.rollout.kv_cache ``all_ranks_done``)."""
+    import torch.distributed as dist
+
+    def done(local: bool) -> bool:
+        flag = torch.tensor([1.0 if local else 0.0], device=device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() == 1.0)
+
+    return done

@@ -5,7 +5,8 @@
 ``single`` trains on the whole rollout in one process; ``fsdp2`` (ModelParallelStrategy, GRPO's
 own configure_model shards) and ``fsdp1`` (FSDPStrategy forced onto CPU, as configs/scale/fsdp.yaml
 wraps) on 2 gloo ranks, each rank on its half. Each rank writes ``OUT_DIR/rank{r}.pt``: its full
-policy weights (HF names), how many parameters were shards, and a sampled rollout after the fit.
+policy weights (HF names), how many parameters were shards, a sampled rollout after the fit, and
+(rank 0) what the PolicyExport callback wrote.
 Lightning re-executes this script for rank 1, so it is a script with a ``__main__`` guard.
 """
 
@@ -48,8 +49,13 @@ def main(mode: str, out: str) -> None:
         strategy = cpu_fsdp1_strategy({type(module.policy.model.layers[0])})
     else:
         devices, strategy = 1, "auto"
+    from callbacks.policy_export import PolicyExport
+
+    export = PolicyExport(dirpath=os.path.join(out, "policy"))  # gathers the shards at fit end
     trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", devices=devices, strategy=strategy, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[export] if mode != "fsdp1" else [])  # FSDP1's full state dict segfaults
+    # on the forced-CPU strategy (rank 0, torch 2.13): its export is not tested here
     start = time.perf_counter()
     trainer.fit(module, Prompts(batch_size=PROMPTS // devices))
     result = {"fit_seconds": time.perf_counter() - start, "global_step": trainer.global_step,
@@ -64,9 +70,22 @@ def main(mode: str, out: str) -> None:
         from lit_reason.modules import GRPO
         from lit_reason.problem import TextProblem
 
-        rollout = GRPO.generate(module, [TextProblem("12+3=", "15", lambda c: 0.0)],  # every rank the same
-                                generator=torch.Generator().manual_seed(5))
+        problems = [TextProblem("12+3=", "15", lambda c: 0.0)]  # every rank the same prompt and generator
+        rollout = GRPO.generate(module, problems, generator=torch.Generator().manual_seed(5))
         result["rollout"] = rollout.completion_ids.tolist()
+        # rank 0's rows end at their first token (made its EOS), rank 1's run the whole length:
+        # with sharded weights the ranks must still take the same decode steps
+        eos = module.engine.eos_ids
+        if trainer.global_rank == 0:
+            module.engine.eos_ids = sorted({row[0] for row in result["rollout"]})
+        early = GRPO.generate(module, problems, generator=torch.Generator().manual_seed(5))
+        module.engine.eos_ids = eos
+        result["early_ids"], result["early_lengths"] = early.completion_ids.tolist(), early.lengths.tolist()
+    if trainer.is_global_zero and export.saved_to:
+        from transformers import AutoModelForCausalLM
+
+        exported = AutoModelForCausalLM.from_pretrained(export.saved_to, dtype=torch.float32)
+        result["exported"] = {n: p.detach() for n, p in exported.named_parameters()}
     torch.save(result, os.path.join(out, f"rank{trainer.global_rank}.pt"))
 
 

@@ -66,14 +66,26 @@ def check_same_fit(ranks: list[dict], single: dict) -> None:
     assert all(torch.equal(t, ranks[1]["weights"][n]) for n, t in ranks[0]["weights"].items())
 
 
+def check_export(ranks: list[dict]) -> None:
+    exported = ranks[0]["exported"]  # PolicyExport's directory (from_pretrained): the gathered weights
+    assert set(exported) == set(ranks[0]["weights"])
+    assert all(torch.equal(t, ranks[0]["weights"][n]) for n, t in exported.items())
+
+
 def test_fsdp2_fit_equals_one_process(single, tmp_path):
     ranks = run_worker("fsdp2", tmp_path)
     check_same_fit(ranks, single)
+    check_export(ranks)
     for r in ranks:
         assert r["dtensors"] == r["parameters"] > 0  # every policy parameter a shard
         assert r["ref_dtensors"] > 0  # the frozen reference sharded too (it has no tied head of its own)
         assert r["dtensors_again"] == r["dtensors"]  # a second configure_model left them as they were
         assert r["rollout"] == single["rollout"]  # sampling on the sharded weights draws what one process does
+    # rank 0's rows ended at the first token while rank 1's decoded on: both returned (no hang), each
+    # with its own rows
+    assert ranks[0]["early_lengths"] == single["early_lengths"] == [1] * 4
+    assert ranks[1]["early_lengths"] == [6] * 4 and ranks[1]["early_ids"] == single["rollout"]
+    assert [row[0] for row in ranks[0]["early_ids"]] == [row[0] for row in single["rollout"]]
 
 
 def test_fsdp1_fit_equals_one_process(single, tmp_path):
@@ -98,7 +110,8 @@ def one_rank_mesh(tmp_path):
 def under_model_parallel(module, mesh):
     from lightning.pytorch.strategies import ModelParallelStrategy
 
-    module._trainer = SimpleNamespace(strategy=ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1))
+    module._trainer = SimpleNamespace(strategy=ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1),
+                                      world_size=1)
     module._device_mesh = mesh
     return module
 
@@ -131,3 +144,27 @@ def test_hrpo_gate_outside_the_policy_is_refused(one_rank_mesh):
     module = under_model_parallel(HRPO(model="tiny"), one_rank_mesh)
     with pytest.raises(ValueError, match="outside the policy.*gate.*use DDP or DeepSpeed"):
         module.configure_model()
+
+
+def test_lora_policy_shards_and_scores_on_one_rank(one_rank_mesh):
+    """A peft-wrapped policy: its decoder layers are found through the wrapper, every parameter
+    (frozen base and trained adapters) becomes a shard, the reference stays the policy itself
+    (adapters off), and a second call changes nothing; scoring runs through the gathering forward."""
+    pytest.importorskip("peft")
+    from lit_reason.modules import GRPO
+    from tests.test_ddp import fixed_rollout
+
+    module = under_model_parallel(GRPO(model="tiny", beta=0.04, lora={"r": 4, "alpha": 8}), one_rank_mesh)
+    rollout, _ = fixed_rollout(module)
+    part = rollout.select(slice(0, 4))
+    mask = part.completion_mask.float()  # the chunked head (before sharding) leaves 0 outside it
+    before = module.completion_scores(module.policy, part).logps.detach() * mask
+    module.configure_model()
+    module.configure_model()
+    params = list(module.policy.parameters())
+    assert all(type(p).__name__ == "DTensor" for p in params) and any(p.requires_grad for p in params)
+    after = module.completion_scores(module.policy, part)
+    torch.testing.assert_close(after.logps * mask, before, atol=1e-5, rtol=0)  # the full-logits path now
+    (after.logps * mask).sum().backward()
+    assert all(p.grad is not None for p in params if p.requires_grad)
+    torch.testing.assert_close(module.reference_scores(part).logps * mask, before, atol=1e-5, rtol=0)  # B = 0 at init

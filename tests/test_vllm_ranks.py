@@ -1,4 +1,4 @@
-"""One colocated vLLM engine per rank on 2 CPU gloo ranks: GRPO fits under DDP and FSDP2, and FSDP1.
+"""One colocated vLLM engine per rank on 2 CPU gloo ranks: GRPO fits under DDP, FSDP2 and FSDP1, and FSDP1 alone.
 
 After k=2 optimizer steps (``sync_every: 1``) each rank's engine lags one step until the next
 sync: the log-probs of a fixed completion differ from the trainer's by > 1e-3, and right after
@@ -113,6 +113,20 @@ def test_fsdp2_fit_gathers_each_parameter_into_each_rank_engine(model_dir, tmp_p
     for name, tensor in ddp_ranks[0]["weights"].items():
         torch.testing.assert_close(ranks[0]["weights"][name], tensor, atol=1e-5, rtol=0, msg=name)
     assert [r["rollout"] for r in ranks] == [r["rollout"] for r in ddp_ranks]  # same weights, same seeds
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_fsdp1_fit_under_lightning_equals_ddp(model_dir, tmp_path, ddp_ranks):
+    """The same GRPO fit under Lightning's FSDPStrategy (forced onto CPU, a unit per decoder layer as
+    configs/scale/fsdp.yaml): the backward inside the root unit's forward works (lit_reason.fsdp1),
+    every rank's engine follows, and the weights are DDP's."""
+    ranks = run_ranks([sys.executable, str(WORKER), "fsdp1_fit", str(model_dir), str(tmp_path)], tmp_path)
+    check_grpo_fit(ranks)
+    assert all(r["strategy"] == "CPUFSDPStrategy" and r["fsdp1_units"] == 3 for r in ranks)  # root + 2 layers
+    for name, tensor in ddp_ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[0]["weights"][name], tensor, atol=1e-5, rtol=0, msg=name)
+    assert [r["rollout"] for r in ranks] == [r["rollout"] for r in ddp_ranks]
 
 
 def one_process_reference(model_dir: Path, steps: int = 2) -> dict[str, torch.Tensor]:

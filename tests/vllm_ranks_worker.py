@@ -52,23 +52,13 @@ class Scores:
 
 
 def grpo_class(mode: str):
-    """GRPO, with the policy sharded by FSDP2 in ``configure_model`` (each decoder layer, then the
-    whole policy) for ``fsdp2_fit``: GRPO itself has no such option."""
+    """GRPO with a forward for :class:`Scores`; under ModelParallelStrategy (``fsdp2_fit``) GRPO's
+    own ``configure_model`` shards the policy (each decoder layer, then the whole policy)."""
     from lit_reason.modules import GRPO
 
     class TestGRPO(GRPO):
         def policy_scores(self, input_ids):
             return self.policy(input_ids=input_ids)
-
-        def configure_model(self):
-            if mode != "fsdp2_fit":
-                return
-            from torch.distributed.fsdp import fully_shard
-
-            mesh = self.device_mesh["data_parallel"]
-            for layer in self.policy.model.layers:
-                fully_shard(layer, mesh=mesh)
-            fully_shard(self.policy, mesh=mesh)
 
     return TestGRPO
 

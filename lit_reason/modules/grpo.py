@@ -22,7 +22,7 @@ from lit_reason.config_dataclass import config_dict, parse_config
 from lit_reason.deepspeed_clipping import set_deepspeed_gradient_clipping
 from lit_reason.dynamic_sampling import fill_informative_groups, refill_indices
 from lit_reason.fsdp1 import backward_in_root_forward, enter_root_forward, fsdp1_root
-from lit_reason.fsdp2 import full_norm, shard_causal_lm, unsharded_trainable
+from lit_reason.fsdp2 import all_ranks_done_on, full_norm, shard_causal_lm, unsharded_trainable
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
 from lit_reason.lm_head import (CompletionScores, adapter_base, adapters_off, chunked_head_stats, final_hidden_states,
                                 split_causal_lm)
@@ -411,6 +411,7 @@ class GRPO(L.LightningModule):
             raise ValueError("model.ref_quantization: FSDP2 cannot shard bitsandbytes weights: unset it (the sharded "
                              "reference is the better trade there) or use DDP")
         dp = mesh["data_parallel"]
+        self._decode_in_lockstep()
         shard_causal_lm(self.policy, dp)
         if self.ref_model is not None and self.lora is None:  # with LoRA the reference is the policy itself
             shard_causal_lm(self.ref_model, dp)
@@ -419,7 +420,29 @@ class GRPO(L.LightningModule):
             raise ValueError(f"{type(self).__name__} under ModelParallelStrategy: trainable parameters outside the "
                              f"policy ({', '.join(left[:3])}) would not be averaged across ranks: use DDP or DeepSpeed")
 
+    def _decode_in_lockstep(self) -> None:
+        """Sharded weights (FSDP1/2, ZeRO-3): every rank's rollout takes the same number of decode
+        steps, since each step's forward gathers weights together (lit_reason.rollout.kv_cache)."""
+        if self._trainer is None or self.trainer.world_size < 2:
+            return
+        for name in ("engine", "val_engine"):
+            engine = getattr(self, name)
+            if isinstance(engine, StaticCacheRolloutEngine):  # its CUDA graphs would capture the gathers
+                self._warn_once("fast_generation", "model.fast_generation is off under sharded weights (FSDP, "
+                                "ZeRO-3): the plain KV-cache engine samples")
+                engine = RolloutEngine(engine.model, engine.tokenizer, engine.config)
+                setattr(self, name, engine)
+            if hasattr(engine, "all_ranks_done"):
+                engine.all_ranks_done = all_ranks_done_on(lambda: self.device)
+
     def setup(self, stage: str) -> None:
+        if self._trainer is not None:
+            from lightning.pytorch.strategies import FSDPStrategy
+
+            strategy = self.trainer.strategy
+            stage3 = (getattr(strategy, "config", None) or {}).get("zero_optimization", {}).get("stage") == 3
+            if isinstance(strategy, FSDPStrategy) or stage3:
+                self._decode_in_lockstep()
         if self.lora is not None and self._trainer is not None:
             check_lora_precision(self.lora, self.ref_model is not None, self.trainer.precision_plugin)
         if self._trainer is not None:  # before the DeepSpeed engine is built from the config

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -110,6 +110,10 @@ class RolloutEngine:
         return self.compact_finished_rows if not plain else self.compact_finished_rows is not False
 
     compact_finished_rows: bool | None = None  # None: compact only with the plain embedding step
+    #: ``all_ranks_done(local_done) -> bool``: set when the weights are sharded (FSDP): every decode
+    #: step is then a collective, so a rank whose rows all ended keeps stepping (its finished rows as
+    #: padding, no compaction) until every rank's have; None: stop as soon as this rank's rows end
+    all_ranks_done: Callable[[bool], bool] | None = None
 
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None = None) -> Rollout:
@@ -118,7 +122,7 @@ class RolloutEngine:
         cfg, model = self.config, self.model
         batch, device = prompt_ids.shape[0], prompt_ids.device
         eos = torch.tensor(self.eos_ids, device=device)
-        compact = self.compacts
+        compact = self.compacts and self.all_ranks_done is None
         active = torch.arange(batch, device=device)  # rows (of the full batch) still in the model batch
         state: dict = {"active": active}
         self.begin(batch, state)
@@ -146,7 +150,9 @@ class RolloutEngine:
                 finished |= self.stops.rows_hit(tokens_out, active, tokens, running & ~finished, step)
             done[active[finished]] = True
             steps = step + 1
-            if bool(done.all()) or step + 1 == cfg.max_new_tokens:
+            if step + 1 == cfg.max_new_tokens:
+                break
+            if self.all_ranks_done(bool(done.all())) if self.all_ranks_done is not None else bool(done.all()):
                 break
             if compact and bool(finished.any()):
                 keep = (~finished).nonzero().flatten()
