@@ -1,6 +1,6 @@
 """GRPO from SmolLM2-135M-Instruct against the obvious baseline: more SFT for the same wall time.
 
-    OMP_NUM_THREADS=1 python experiments/real_model_grpo.py [--seeds 0 1] [--steps 30] [--threads 1] [--write-docs]
+    OMP_NUM_THREADS=1 python experiments/real_model_grpo.py [--seeds 0 1] [--steps 30] [--lr 3e-6] [--prompts 4] [--threads 1] [--write-docs]
 
 Per seed (see real_model_common for the task and why a format warm-up):
   1. warm-up: SFT on gold answers (``--warmup-steps`` x 8 problems), exported once and reused;
@@ -98,8 +98,8 @@ def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
         parser.add_argument("--steps", type=int, default=30)
-        parser.add_argument("--lr", type=float, default=1e-5)
-        parser.add_argument("--prompts", type=int, default=2, help="GRPO prompts per step (x G 8 completions)")
+        parser.add_argument("--lr", type=float, default=3e-6)
+        parser.add_argument("--prompts", type=int, default=4, help="GRPO prompts per step (x G 8 completions)")
         parser.add_argument("--items", type=int, default=256)
         parser.add_argument("--from-saved", action="store_true",
                             help="rebuild the table from the saved runs/real_model/grpo_vs_sft_s<seed>.json (seeds run apart)")

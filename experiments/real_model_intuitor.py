@@ -1,6 +1,6 @@
 """Intuitor (self-certainty, no labels) on SmolLM2-135M-Instruct: does accuracy rise, or collapse?
 
-    OMP_NUM_THREADS=1 python experiments/real_model_intuitor.py [--lrs 1e-5 3e-5] [--steps 20] [--threads 1] [--write-docs]
+    OMP_NUM_THREADS=1 python experiments/real_model_intuitor.py [--lrs 3e-6 1e-5] [--steps 20] [--threads 1] [--write-docs]
 
 From the format warm-up of real_model_common (seed 0), Intuitor trains on its own self-certainty
 only (``correct`` is computed and logged, weight 0) at several learning rates; GRPO (correct + 0.5
@@ -60,11 +60,11 @@ def run(name: str, module, args, problems: list) -> dict:
 
 def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--lrs", type=float, nargs="+", default=[1e-5, 3e-5])
-        parser.add_argument("--grpo-lr", type=float, default=1e-5)
+        parser.add_argument("--lrs", type=float, nargs="+", default=[3e-6, 1e-5])
+        parser.add_argument("--grpo-lr", type=float, default=3e-6)
         parser.add_argument("--steps", type=int, default=20)
         parser.add_argument("--eval-every", type=int, default=5)
-        parser.add_argument("--prompts", type=int, default=2, help="prompts per step (x G 8 completions)")
+        parser.add_argument("--prompts", type=int, default=4, help="prompts per step (x G 8 completions)")
         parser.add_argument("--items", type=int, default=128)
 
     args = parse_args(__doc__, options)
