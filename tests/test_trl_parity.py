@@ -15,7 +15,7 @@ from lit_reason import objectives as obj
 
 trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer", reason="TRL is a test-only dependency (pip install trl)")
 
-from tests.trl_stand_in import TOL, G, T, make_batch, tiny_trainer, trl_loss, trl_trainer
+from tests.trl_stand_in import TOL, G, T, make_batch, tiny_trainer, trl_advantages, trl_loss, trl_trainer
 
 SHARED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
@@ -132,10 +132,8 @@ def test_advantages_match_trl(tiny_trl_trainer, scale):
     including a missing reward (None) and a group whose rewards are all equal."""
     trainer, replay = tiny_trl_trainer
     rewards = [1.0, 0.0, 0.5, 0.3, None, 0.9, 0.7, 0.7, 0.7]
-    replay["rewards"] = rewards
     trainer.scale_rewards = scale
-    trainer.model.train()
-    theirs = trainer._generate_and_score_completions([{"prompt": f"q{i // G}"} for i in range(3 * G)])["advantages"]
-    ours = obj.group_advantages(torch.tensor([float("nan") if r is None else r for r in rewards]), G, scale)
+    theirs, r = trl_advantages(trainer, replay, rewards)
+    ours = obj.group_advantages(r, G, scale)
     torch.testing.assert_close(ours.float(), theirs.float(), atol=TOL, rtol=TOL)
     assert ours[4] == 0 and torch.all(ours[6:] == 0) and ours[:3].abs().sum() > 0

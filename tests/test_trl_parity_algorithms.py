@@ -16,7 +16,7 @@ from lit_reason import objectives as obj
 
 pytest.importorskip("trl.trainer.grpo_trainer", reason="TRL is a test-only dependency (pip install trl)")
 
-from tests.trl_stand_in import TOL, G, T, make_batch, tiny_trainer, trl_loss, trl_trainer
+from tests.trl_stand_in import TOL, G, T, make_batch, tiny_trainer, trl_advantages, trl_loss, trl_trainer
 
 
 #: per-sequence shifts of the old log-probs, so that whole sequences leave the clip range at both
@@ -97,11 +97,8 @@ def test_rloo_advantages_match_trl(tiny_rloo_trainer, normalize):
     """Including a missing reward (None) and a group whose rewards are all equal."""
     trainer, replay = tiny_rloo_trainer
     rewards = [1.0, 0.0, 0.5, 0.3, None, 0.9, 0.7, 0.7, 0.7]
-    replay["rewards"] = rewards
     trainer.normalize_advantages = normalize
-    trainer.model.train()
-    theirs = trainer._generate_and_score_completions([{"prompt": f"q{i // G}"} for i in range(3 * G)])["advantages"]
-    r = torch.tensor([float("nan") if x is None else x for x in rewards])
+    theirs, r = trl_advantages(trainer, replay, rewards)
     ours = adv.rloo_advantages(r, G, scale="batch" if normalize else "none")
     torch.testing.assert_close(ours.float(), theirs.float(), atol=TOL, rtol=TOL)
     assert ours[4] == 0 and ours[:3].abs().sum() > 0

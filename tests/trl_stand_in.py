@@ -113,3 +113,14 @@ def tiny_trainer(trainer_cls, config_cls, tmp_path_factory, **config):
                           train_dataset=Dataset.from_list([{"prompt": "abc"}] * 3),
                           processing_class=AutoTokenizer.from_pretrained(path))
     return trainer, replay
+
+
+def trl_advantages(trainer, replay: dict, rewards: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(TRL's advantages, our reward tensor)`` for ``rewards`` (None = missing, as NaN for us):
+    TRL's own code inside ``_generate_and_score_completions`` on the replayed rewards of
+    ``len(rewards) // G`` prompts of G completions."""
+    replay["rewards"] = rewards
+    trainer.model.train()
+    prompts = [{"prompt": f"q{i // G}"} for i in range(len(rewards))]
+    theirs = trainer._generate_and_score_completions(prompts)["advantages"]
+    return theirs, torch.tensor([float("nan") if r is None else r for r in rewards])
