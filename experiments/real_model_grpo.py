@@ -105,7 +105,6 @@ def main() -> None:
                             help="rebuild the table from the saved runs/real_model/grpo_vs_sft_s<seed>.json (seeds run apart)")
 
     args = parse_args(__doc__, options)
-    start = time.perf_counter()
     if args.from_saved:
         results = [json.loads((OUT / f"grpo_vs_sft_s{seed}.json").read_text()) for seed in args.seeds]
     else:

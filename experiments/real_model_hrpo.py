@@ -1,6 +1,6 @@
 """HRPO vs GRPO on SmolLM2-135M-Instruct: the gate on real embeddings, at equal steps and equal time.
 
-    OMP_NUM_THREADS=1 python experiments/real_model_hrpo.py [--seed 0] [--steps 15] [--threads 1] [--write-docs]
+    OMP_NUM_THREADS=1 python experiments/real_model_hrpo.py [--seed 0] [--steps 15] [--prompts 4] [--lr 3e-6] [--threads 2] [--write-docs]
 
 From the format warm-up of real_model_common (the reasoning span ends at ``<answer>``):
   * HRPO with the paper's recipe (the module's defaults: weight decay 0.1 on model, gate and
@@ -31,7 +31,8 @@ def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--steps", type=int, default=15)
-        parser.add_argument("--lr", type=float, default=1e-5)
+        parser.add_argument("--lr", type=float, default=3e-6)
+        parser.add_argument("--prompts", type=int, default=4, help="prompts per step (x G 8 completions)")
         parser.add_argument("--items", type=int, default=128)
 
     args = parse_args(__doc__, options)
@@ -46,7 +47,8 @@ def main() -> None:
     L.seed_everything(seed)
     hrpo = HRPO(delimiter="<answer>", **common)
     hrpo_history, hrpo_held = History(f"HRPO s{seed}"), HeldOut(problems)
-    trainer(args.steps, [GateMonitor(), hrpo_history, hrpo_held], args.accelerator).fit(hrpo, datamodule=data(seed, 2))
+    trainer(args.steps, [GateMonitor(), hrpo_history, hrpo_held], args.accelerator).fit(
+        hrpo, datamodule=data(seed, args.prompts))
     hrpo_seconds = sum(r["seconds"] for r in hrpo_history.rows)
     del hrpo
 
@@ -55,7 +57,7 @@ def main() -> None:
     # GRPO runs at least --steps (equal steps) and on until HRPO's training time (equal time)
     stop = StopAfter(hrpo_seconds, min_batches=args.steps)
     grpo_history, grpo_held = History(f"GRPO s{seed}"), HeldOut(problems, at=[args.steps])
-    trainer(10 * args.steps, [grpo_history, stop, grpo_held], args.accelerator).fit(grpo, datamodule=data(seed, 2))
+    trainer(10 * args.steps, [grpo_history, stop, grpo_held], args.accelerator).fit(grpo, datamodule=data(seed, args.prompts))
     grpo_seconds = sum(r["seconds"] for r in grpo_history.rows)
 
     base = hrpo_held.points[0][2]
@@ -66,7 +68,8 @@ def main() -> None:
         "GRPO, equal time": (len(grpo_history.rows), grpo_seconds, grpo_held.points[-1][2]),
     }
     save_json({"hrpo": hrpo_history.rows, "grpo": grpo_history.rows, "rows": rows}, OUT / f"hrpo_s{seed}.json")
-    lines = [f"Seed {seed}, from the format warm-up; both sample at temperature 0.5 with lr {args.lr:g}, beta 0.005, "
+    lines = [f"Seed {seed}, from the format warm-up, {args.prompts} prompts x G 8 a step; both sample at temperature 0.5 "
+             f"with lr {args.lr:g}, beta 0.005, "
              f"correct + 0.5 format; held-out greedy accuracy on {args.items} items (warm-up "
              f"{100 * sum(base) / len(base):.1f} %), gains with paired 95 % intervals.", "",
              "| arm | steps | train s | held-out acc | gain vs warm-up | vs HRPO |", "|---|---|---|---|---|---|"]
@@ -89,7 +92,7 @@ def main() -> None:
     text += f"\n\nTotal {time.perf_counter() - start:.0f} s ({args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:
-        replace_section(DOC, "real_model_hrpo", "## HRPO vs GRPO\n\n" + text)
+        replace_section(DOC, f"real_model_hrpo_s{seed}", f"### HRPO vs GRPO, seed {seed}\n\n" + text)
 
 
 if __name__ == "__main__":

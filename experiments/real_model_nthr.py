@@ -1,6 +1,6 @@
 """NTHR vs GRPO on SmolLM2-135M-Instruct: Lazy Likelihood Displacement as the paper defines it.
 
-    OMP_NUM_THREADS=1 python experiments/real_model_nthr.py [--seeds 0] [--steps 15] [--threads 1] [--write-docs]
+    OMP_NUM_THREADS=1 python experiments/real_model_nthr.py [--seeds 0] [--steps 15] [--prompts 4] [--lr 3e-6] [--threads 2] [--write-docs]
 
 From the format warm-up of real_model_common, the same steps and sampling seed for:
   * GRPO;
@@ -17,6 +17,7 @@ tokens NTHR selected, held-out greedy accuracy after training, and step time rel
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -37,6 +38,7 @@ ARMS = {
 
 
 def run_seed(seed: int, args, problems: list) -> dict:
+    start = time.perf_counter()
     warm = warm_up(seed, args.warmup_steps, args.sft_lr, 8, args.accelerator, args.model)
     common = dict(model=warm, prompt_format="chat", num_generations=8, max_new_tokens=args.new_tokens, temperature=1.0,
                   val_max_new_tokens=args.new_tokens, sampling_seed=seed, lr=args.lr,
@@ -50,11 +52,17 @@ def run_seed(seed: int, args, problems: list) -> dict:
         out[name] = {"history": history.rows, "lld": lld.history, "held_out": [(b, a) for b, a, _ in held.points],
                      "first_correct": held.points[0][2], "last_correct": held.points[-1][2],
                      "median_step_seconds": history.median_step_seconds}
+    out["run"] = {"seconds": time.perf_counter() - start, "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
+                  "steps": args.steps, "prompts": args.prompts, "lr": args.lr}
     save_json(out, OUT / f"nthr_s{seed}.json")
     return out
 
 
 def summary(results: list[dict], args) -> str:
+    settings = {(r["run"]["steps"], r["run"]["prompts"], r["run"]["lr"]) for r in results}
+    if len(settings) > 1:
+        raise SystemExit(f"the saved seeds were run with different (steps, prompts, lr): {sorted(settings)}; rerun them alike")
+    args.steps, args.prompts, args.lr = settings.pop()
     lines = [f"From the format warm-up, {args.steps} steps x {args.prompts} prompts x G 8 (lr {args.lr:g}, correct + 0.5 "
              f"format) per arm and seed; LLD from BatchLLDMonitor (every step's own mixed questions); held-out "
              f"greedy accuracy on {args.items} items after training vs the warm-up, paired 95 % interval.", "",
@@ -82,20 +90,25 @@ def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--seeds", type=int, nargs="+", default=[0])
         parser.add_argument("--steps", type=int, default=15)
-        parser.add_argument("--prompts", type=int, default=2)
-        parser.add_argument("--lr", type=float, default=1e-5)
+        parser.add_argument("--prompts", type=int, default=4, help="prompts per step (x G 8 completions)")
+        parser.add_argument("--lr", type=float, default=3e-6)
         parser.add_argument("--items", type=int, default=128)
+        parser.add_argument("--from-saved", action="store_true",
+                            help="pool the saved runs/real_model/nthr_s<seed>.json (seeds run apart) instead of training")
 
     args = parse_args(__doc__, options)
-    problems = held_out(args.items)
-    start = time.perf_counter()
-    results = [run_seed(seed, args, problems) for seed in args.seeds]
+    if args.from_saved:
+        results = [json.loads((OUT / f"nthr_s{seed}.json").read_text()) for seed in args.seeds]
+    else:
+        problems = held_out(args.items)
+        results = [run_seed(seed, args, problems) for seed in args.seeds]
     text = summary(results, args)
     curves = {name: [h.get("lld/batch_mean_delta", float("nan")) for h in results[0][name]["history"]] for name in ARMS}
     figure = plot(curves, f"LLD per step (seed {args.seeds[0]}): mean Delta of the batch's correct responses",
                   "nats", figures_dir(args) / "real_model_nthr_lld.png")
-    text += f"\n\n![]({figure_link(figure, DOC)})\n\nTotal {time.perf_counter() - start:.0f} s "
-    text += f"(seeds {', '.join(map(str, args.seeds))}, {args.threads} threads, {time.strftime('%Y-%m-%d')})."
+    walls = ", ".join(f"seed {seed} {r['run']['seconds']:.0f} s ({r['run']['threads']} threads, {r['run']['date']})"
+                      for seed, r in zip(args.seeds, results))
+    text += f"\n\n![]({figure_link(figure, DOC)})\n\nWall time, warm-up included: {walls}."
     print(text)
     if args.write_docs:
         replace_section(DOC, "real_model_nthr", "## NTHR vs GRPO: likelihood displacement\n\n" + text)
