@@ -235,6 +235,20 @@ def save_json(obj: Any, path: Path) -> None:
     path.write_text(json.dumps(obj, indent=1))
 
 
+def seed_results(args: argparse.Namespace, stem: str, run_seed) -> list[dict]:
+    """One result per seed of ``args.seeds``: ``run_seed(seed, args, held_out_items)`` now, or with
+    ``--from-saved`` the ``OUT/<stem>_s<seed>.json`` that earlier invocations saved, so seeds run
+    apart (each invocation under 30 min on the 2-core VM) pool into one table."""
+    if not getattr(args, "from_saved", False):
+        problems = held_out(args.items)
+        return [run_seed(seed, args, problems) for seed in args.seeds]
+    missing = [seed for seed in args.seeds if not (OUT / f"{stem}_s{seed}.json").exists()]
+    if missing:
+        raise SystemExit(f"--from-saved: no saved run of seed {missing[0]} ({OUT / f'{stem}_s{missing[0]}.json'}): "
+                         f"run it first with --seeds {missing[0]}")
+    return [json.loads((OUT / f"{stem}_s{seed}.json").read_text()) for seed in args.seeds]
+
+
 def replace_section(doc: Path, marker: str, text: str) -> None:
     """Write ``text`` between ``<!-- marker:begin -->`` and ``<!-- marker:end -->`` of ``doc``."""
     begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"

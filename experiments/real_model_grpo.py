@@ -1,6 +1,10 @@
 """GRPO from SmolLM2-135M-Instruct against the obvious baseline: more SFT for the same wall time.
 
-    OMP_NUM_THREADS=1 python experiments/real_model_grpo.py [--seeds 0 1] [--steps 30] [--lr 3e-6] [--prompts 4] [--threads 1] [--write-docs]
+    python experiments/real_model_grpo.py --seeds 0 && python experiments/real_model_grpo.py --seeds 1
+    python experiments/real_model_grpo.py --seeds 0 1 --from-saved --write-docs   # the pooled table
+
+(Options: ``--steps 30 --lr 3e-6 --prompts 4 --threads 2``, the defaults. One seed takes about
+15 min on the 2-core VM, so each invocation stays under 30 min.)
 
 Per seed (see real_model_common for the task and why a format warm-up):
   1. warm-up: SFT on gold answers (``--warmup-steps`` x 8 problems), exported once and reused;
@@ -14,13 +18,12 @@ On a GPU the same script runs with ``--model <dir or hub name> --accelerator gpu
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import lightning as L
 from real_model_common import (Arm, History, OUT, ROOT, StopAfter, data, evaluate, figure_link, figures_dir,
-                               held_out, over_seeds, paired, parse_args, plot, replace_section, save_json, trainer,
-                               warm_up)
+                               over_seeds, paired, parse_args, plot, replace_section, save_json, seed_results,
+                               trainer, warm_up)
 
 from lit_reason.modules import GRPO, SFT
 
@@ -96,7 +99,8 @@ def table(results: list[dict], args) -> str:
 
 def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+        parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                            help="seeds run in this invocation (about 15 min each on 2 cores); pool with --from-saved")
         parser.add_argument("--steps", type=int, default=30)
         parser.add_argument("--lr", type=float, default=3e-6)
         parser.add_argument("--prompts", type=int, default=4, help="GRPO prompts per step (x G 8 completions)")
@@ -105,11 +109,7 @@ def main() -> None:
                             help="rebuild the table from the saved runs/real_model/grpo_vs_sft_s<seed>.json (seeds run apart)")
 
     args = parse_args(__doc__, options)
-    if args.from_saved:
-        results = [json.loads((OUT / f"grpo_vs_sft_s{seed}.json").read_text()) for seed in args.seeds]
-    else:
-        problems = held_out(args.items)
-        results = [run_seed(seed, args, problems) for seed in args.seeds]
+    results = seed_results(args, "grpo_vs_sft", run_seed)
     text = table(results, args)
     figures = []
     for r in results:
