@@ -84,10 +84,10 @@ def main() -> None:
                   f"{share[0]:.4f} -> {share[-1]:.4f}. Step time HRPO / GRPO: "
                   f"{hrpo_history.median_step_seconds / grpo_history.median_step_seconds:.2f}."]
     fig1 = plot({"latent share": share}, "HRPO: latent share of the mixed inputs", "sqrt(1 - a^2)",
-                figures_dir(args) / "real_model_hrpo_gate.png", smooth=1)
+                figures_dir(args) / f"real_model_hrpo_gate_s{seed}.png", smooth=1)
     fig2 = plot({"HRPO": [r.get("reward", float("nan")) for r in hrpo_history.rows],
                  "GRPO": [r.get("reward", float("nan")) for r in grpo_history.rows]},
-                "training reward", "reward", figures_dir(args) / "real_model_hrpo_reward.png")
+                "training reward", "reward", figures_dir(args) / f"real_model_hrpo_reward_s{seed}.png")
     text = "\n".join(lines) + f"\n\n![]({figure_link(fig1, DOC)})\n![]({figure_link(fig2, DOC)})"
     text += f"\n\nTotal {time.perf_counter() - start:.0f} s ({args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)

@@ -17,13 +17,12 @@ tokens NTHR selected, held-out greedy accuracy after training, and step time rel
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import lightning as L
-from real_model_common import (HeldOut, History, OUT, ROOT, data, figure_link, figures_dir, held_out, paired,
-                               parse_args, plot, replace_section, save_json, trainer, warm_up)
+from real_model_common import (HeldOut, History, OUT, ROOT, data, figure_link, figures_dir, paired, parse_args, plot,
+                               replace_section, save_json, seed_results, trainer, warm_up)
 
 from callbacks.batch_lld import BatchLLDMonitor
 from lit_reason.modules import GRPO, NTHR
@@ -65,10 +64,12 @@ def summary(results: list[dict], args) -> str:
     args.steps, args.prompts, args.lr = settings.pop()
     lines = [f"From the format warm-up, {args.steps} steps x {args.prompts} prompts x G 8 (lr {args.lr:g}, correct + 0.5 "
              f"format) per arm and seed; LLD from BatchLLDMonitor (every step's own mixed questions); held-out "
-             f"greedy accuracy on {args.items} items after training vs the warm-up, paired 95 % interval.", "",
+             f"greedy accuracy on {args.items} items after training vs the warm-up and vs GRPO (the same items and "
+             f"seeds), paired 95 % intervals.", "",
              "| arm | seeds | LLD mean Delta (nats) | questions displaced | mixed questions / step | negative tokens selected | "
-             "held-out acc: warm-up -> after | gain | step time / GRPO |", "|---|---|---|---|---|---|---|---|---|"]
+             "held-out acc: warm-up -> after | gain | vs GRPO | step time / GRPO |", "|---|---|---|---|---|---|---|---|---|---|"]
     grpo_time = statistics.fmean(r["GRPO"]["median_step_seconds"] for r in results)
+    grpo_last = [c for r in results for c in r["GRPO"]["last_correct"]]
     for name in ARMS:
         runs = [r[name] for r in results]
         deltas = [d for r in runs for h in r["lld"] for d in h["deltas"]]
@@ -82,7 +83,7 @@ def summary(results: list[dict], args) -> str:
             f"| {len(deltas) / max(args.steps * len(runs), 1):.2f} ({len(steps_with)} steps) | "
             f"{'-' if not selected else f'{100 * statistics.fmean(selected):.1f} %'} | "
             f"{100 * sum(first) / len(first):.1f} -> {100 * sum(last) / len(last):.1f} % | {paired(first, last)} | "
-            f"{statistics.fmean(r['median_step_seconds'] for r in runs) / grpo_time:.2f} |")
+            f"{'-' if name == 'GRPO' else paired(grpo_last, last)} | {statistics.fmean(r['median_step_seconds'] for r in runs) / grpo_time:.2f} |")
     return "\n".join(lines)
 
 
@@ -97,11 +98,7 @@ def main() -> None:
                             help="pool the saved runs/real_model/nthr_s<seed>.json (seeds run apart) instead of training")
 
     args = parse_args(__doc__, options)
-    if args.from_saved:
-        results = [json.loads((OUT / f"nthr_s{seed}.json").read_text()) for seed in args.seeds]
-    else:
-        problems = held_out(args.items)
-        results = [run_seed(seed, args, problems) for seed in args.seeds]
+    results = seed_results(args, "nthr", run_seed)
     text = summary(results, args)
     curves = {name: [h.get("lld/batch_mean_delta", float("nan")) for h in results[0][name]["history"]] for name in ARMS}
     figure = plot(curves, f"LLD per step (seed {args.seeds[0]}): mean Delta of the batch's correct responses",
