@@ -132,3 +132,21 @@ def fill_informative_groups(draw: Callable[[int], tuple[list[Any], Rollout, Tens
     rows[: n_kept * G] = True
     return FilledBatch([p for p, _, _, _ in chosen], rollout, rows, generated, n_kept, attempts,
                        [(a, g) for _, _, g, a in chosen])
+
+
+def step_metrics(filled: FilledBatch, batch_size: int, generated_rewards: Sequence[Tensor],
+                 totals: dict[str, int]) -> dict[str, float]:
+    """What a dynamic-sampling step logs: ``reward`` covers the trained (informative) groups, so
+    the mean over every completion generated is logged beside it, with the group counts of the
+    step and the run (``totals``: summed over ranks)."""
+    every = torch.cat([r.detach().float().cpu() for r in generated_rewards])
+    every = every[~torch.isnan(every)]
+    return {
+        "dynamic_sampling/generated_reward_mean": float(every.mean()) if every.numel() else 0.0,
+        "dynamic_sampling/generated_groups": float(filled.generated_groups),
+        "dynamic_sampling/kept_groups": float(filled.kept_groups),
+        "dynamic_sampling/padded_groups": float(batch_size - filled.kept_groups),
+        "dynamic_sampling/rollout_batches": float(filled.rollout_batches),
+        "dynamic_sampling/total_generated_groups": float(totals["generated_groups"]),
+        "dynamic_sampling/total_kept_groups": float(totals["kept_groups"]),
+    }

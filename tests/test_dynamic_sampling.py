@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from datamodules import ToyDataModule
-from lit_reason.dynamic_sampling import concat_rollouts, fill_informative_groups, refill_indices
+from lit_reason.dynamic_sampling import concat_rollouts, fill_informative_groups, refill_indices, step_metrics
 from lit_reason.modules import GRPO
 from lit_reason.rollout import Rollout
 from tests.test_resume import assert_same_after, assert_same_state, run as resume_run, toy_module
@@ -75,6 +75,19 @@ def test_fill_at_the_cap_pads_with_uninformative_groups_flagged_out():
     assert (filled.generated_groups, filled.kept_groups, filled.rollout_batches) == (6, 1, 2)
     none, calls = scripted({0: ("abc", [1, 1, 0, 1, 0, 0])})
     assert fill_informative_groups(none, 3, 2, max_resample_batches=0, pad_id=PAD).kept_groups == 1 and calls == [0]
+
+
+def test_step_metrics_count_the_step_and_average_every_generated_reward():
+    draw, _ = scripted({0: ("abc", [1, 1, 0, 1, 0, 0]), 1: ("def", [0, 0, 1, 1, 1, 1])})
+    filled = fill_informative_groups(draw, 3, 2, max_resample_batches=1, pad_id=PAD)
+    generated = [torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0]), torch.tensor([0.0, float("nan"), 1.0, 1.0, 1.0, 1.0])]
+    metrics = step_metrics(filled, 3, generated, {"generated_groups": 10, "kept_groups": 4})
+    # 11 non-NaN rewards, 7 of them 1: the abstained (NaN) one is left out of the mean
+    assert metrics.pop("dynamic_sampling/generated_reward_mean") == pytest.approx(7 / 11)
+    assert metrics == {"dynamic_sampling/generated_groups": 6.0,
+                       "dynamic_sampling/kept_groups": 1.0, "dynamic_sampling/padded_groups": 2.0,
+                       "dynamic_sampling/rollout_batches": 2.0, "dynamic_sampling/total_generated_groups": 10.0,
+                       "dynamic_sampling/total_kept_groups": 4.0}
 
 
 def test_fill_returns_the_first_rollout_itself_when_every_group_is_informative():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
@@ -19,14 +18,12 @@ from torch import Tensor
 from lit_reason import objectives as obj
 from lit_reason.advantages import check_estimator, estimate_advantages
 from lit_reason.config_dataclass import config_dict, parse_config
-from lit_reason.deepspeed_clipping import set_deepspeed_gradient_clipping
-from lit_reason.dynamic_sampling import fill_informative_groups, refill_indices
-from lit_reason.fsdp1 import backward_in_root_forward, enter_root_forward, fsdp1_root
-from lit_reason.fsdp2 import all_ranks_done_on, full_norm, shard_causal_lm, unsharded_trainable
+from lit_reason.dynamic_sampling import fill_informative_groups, refill_indices, step_metrics
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
 from lit_reason.lm_head import (CompletionScores, adapter_base, adapters_off, chunked_head_stats, final_hidden_states,
                                 split_causal_lm)
 from lit_reason.metrics import GroupedAccuracy, problem_groups
+from lit_reason.modules.strategy_hooks import StrategyHooks
 from lit_reason.optim import build_optimizer, build_scheduler, optimizer_steps_per_rollout, run_optimizer_steps
 from lit_reason.policy import load_policy
 from lit_reason.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS, encode_prompt
@@ -39,7 +36,7 @@ from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
 from lit_reason.rollout.vllm_engine import ROLLOUT_ENGINES, VLLMOptions, build_vllm_session, VLLMRolloutEngine
 
 
-class GRPO(L.LightningModule):
+class GRPO(StrategyHooks):
     """Group Relative Policy Optimization with the knobs of the reference trainer.
 
     Args:
@@ -243,29 +240,6 @@ class GRPO(L.LightningModule):
         """Optimizer steps so far (manual optimization counts each ``opt.step()``): when vLLM syncs."""
         return int(self.global_step) if self._trainer is not None else 0
 
-    def _wrapped_root(self) -> torch.nn.Module | None:
-        """The module the strategy wrapped (under FSDP1 its root unit holds the policy's embeddings)."""
-        return self.trainer.strategy.model if self._trainer is not None else None
-
-    def _fsdp1_root(self) -> torch.nn.Module | None:
-        """Under Lightning's FSDPStrategy (FSDP1): its root unit, in whose forward the steps run."""
-        return fsdp1_root(getattr(self._trainer.strategy, "model", None)) if self._trainer is not None else None
-
-    def _enter_fsdp1_root(self) -> None:
-        """Under FSDP1, the root unit's weights (embeddings, norm, head) gathered for a forward: a
-        backward earlier in the same step resharded them (lit_reason.fsdp1)."""
-        root = self._fsdp1_root()
-        if root is not None:
-            enter_root_forward(root)
-
-    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        """Lightning's, with FSDP1's root-unit pre-backward run first: under FSDPStrategy the
-        step runs inside the root's forward, where FSDP1 alone refuses a backward (lit_reason.fsdp1)."""
-        root = self._fsdp1_root()
-        if root is None:
-            return super().manual_backward(loss, *args, **kwargs)
-        backward_in_root_forward(root, loss, lambda value: super(GRPO, self).manual_backward(value, *args, **kwargs))
-
     def _build_reference(self) -> torch.nn.Module:
         """A frozen copy of the initial policy for the KL term (with LoRA: the policy's own base,
         adapters off, no copy)."""
@@ -392,61 +366,10 @@ class GRPO(L.LightningModule):
         self.dynamic_sampling_totals.update(state.get("dynamic_sampling_totals", {}))
         self.total_tokens = int(state.get("total_tokens", self.total_tokens))
 
-    def configure_model(self) -> None:
-        """Under Lightning's ``ModelParallelStrategy``: FSDP2 over its data-parallel mesh, each
-        decoder layer one unit, then the policy root, and the same for a frozen reference copy
-        (lit_reason.fsdp2). Choosing that strategy is the switch (``configs/scale/fsdp2.yaml``);
-        any other strategy leaves the modules as they are. Idempotent: Lightning may call this
-        again (validate / test after fit)."""
-        from lightning.pytorch.strategies import ModelParallelStrategy
-
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        if not isinstance(strategy, ModelParallelStrategy):
-            return
-        mesh = self.device_mesh
-        if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
-            raise ValueError("ModelParallelStrategy: GRPO shards with FSDP2 only: set tensor_parallel_size=1 and "
-                             "data_parallel_size=<devices> (configs/scale/fsdp2.yaml)")
-        if self.hparams.ref_quantization is not None:
-            raise ValueError("model.ref_quantization: FSDP2 cannot shard bitsandbytes weights: unset it (the sharded "
-                             "reference is the better trade there) or use DDP")
-        dp = mesh["data_parallel"]
-        self._decode_in_lockstep()
-        shard_causal_lm(self.policy, dp)
-        if self.ref_model is not None and self.lora is None:  # with LoRA the reference is the policy itself
-            shard_causal_lm(self.ref_model, dp)
-        left = unsharded_trainable(self)
-        if left:
-            raise ValueError(f"{type(self).__name__} under ModelParallelStrategy: trainable parameters outside the "
-                             f"policy ({', '.join(left[:3])}) would not be averaged across ranks: use DDP or DeepSpeed")
-
-    def _decode_in_lockstep(self) -> None:
-        """Sharded weights (FSDP1/2, ZeRO-3): every rank's rollout takes the same number of decode
-        steps, since each step's forward gathers weights together (lit_reason.rollout.kv_cache)."""
-        if self._trainer is None or self.trainer.world_size < 2:
-            return
-        for name in ("engine", "val_engine"):
-            engine = getattr(self, name)
-            if isinstance(engine, StaticCacheRolloutEngine):  # its CUDA graphs would capture the gathers
-                self._warn_once("fast_generation", "model.fast_generation is off under sharded weights (FSDP, "
-                                "ZeRO-3): the plain KV-cache engine samples")
-                engine = RolloutEngine(engine.model, engine.tokenizer, engine.config)
-                setattr(self, name, engine)
-            if hasattr(engine, "all_ranks_done"):
-                engine.all_ranks_done = all_ranks_done_on(lambda: self.device)
-
     def setup(self, stage: str) -> None:
-        if self._trainer is not None:
-            from lightning.pytorch.strategies import FSDPStrategy
-
-            strategy = self.trainer.strategy
-            stage3 = (getattr(strategy, "config", None) or {}).get("zero_optimization", {}).get("stage") == 3
-            if isinstance(strategy, FSDPStrategy) or stage3:
-                self._decode_in_lockstep()
+        self._setup_strategy()
         if self.lora is not None and self._trainer is not None:
             check_lora_precision(self.lora, self.ref_model is not None, self.trainer.precision_plugin)
-        if self._trainer is not None:  # before the DeepSpeed engine is built from the config
-            set_deepspeed_gradient_clipping(self.trainer.strategy, self.hparams.max_grad_norm)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         groups = dm.metric_groups() if dm is not None and hasattr(dm, "metric_groups") else []
         if groups and self.val_accuracy_by_group is None:
@@ -715,7 +638,7 @@ class GRPO(L.LightningModule):
             scored_draws.append(scored)
             old = self.old_policy_pass(rollout, need_old=False, need_ref=False) if self.rewards_need_old_pass else {}
             rewards, _ = self.compute_rewards(rows, rollout, scored.scores, old)
-            generated_rewards.append(rewards.detach().float().cpu())
+            generated_rewards.append(rewards)
             return problems, rollout, rewards
 
         filled = fill_informative_groups(draw, len(batch), h.num_generations, h.max_resample_batches,
@@ -728,18 +651,7 @@ class GRPO(L.LightningModule):
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         self.dynamic_sampling_totals["generated_groups"] += int(counts[0])
         self.dynamic_sampling_totals["kept_groups"] += int(counts[1])
-        every = torch.cat(generated_rewards)
-        every = every[~torch.isnan(every)]
-        self.dynamic_sampling_stats = {
-            # `reward` covers the trained (informative) groups; this one every completion generated
-            "dynamic_sampling/generated_reward_mean": float(every.mean()) if every.numel() else 0.0,
-            "dynamic_sampling/generated_groups": float(filled.generated_groups),
-            "dynamic_sampling/kept_groups": float(filled.kept_groups),
-            "dynamic_sampling/padded_groups": float(len(batch) - filled.kept_groups),
-            "dynamic_sampling/rollout_batches": float(filled.rollout_batches),
-            "dynamic_sampling/total_generated_groups": float(self.dynamic_sampling_totals["generated_groups"]),
-            "dynamic_sampling/total_kept_groups": float(self.dynamic_sampling_totals["kept_groups"]),
-        }
+        self.dynamic_sampling_stats = step_metrics(filled, len(batch), generated_rewards, self.dynamic_sampling_totals)
         return filled.problems, filled.rollout, filled.trained_rows
 
     def _refill_dataset(self) -> Any:
@@ -752,13 +664,6 @@ class GRPO(L.LightningModule):
         base = self.hparams.sampling_seed if self.hparams.sampling_seed is not None else torch.initial_seed() % (2**31)
         indices = refill_indices(len(dataset), count, int(base), self.global_step, self.global_rank, attempt)
         return [dataset[i] for i in indices]
-
-    def _global_token_count(self, mask: Tensor) -> float:
-        """Tokens of ``mask`` summed over ranks, divided by the world size (DDP averages grads)."""
-        count = mask.sum().detach()
-        if self.trainer.world_size > 1:
-            count = self.trainer.strategy.reduce(count, reduce_op="sum") / self.trainer.world_size
-        return max(float(count), 1.0)
 
     def update(self, rollout: Rollout, advantages: Tensor, mask: Tensor, old: dict[str, Tensor],
                weights: Tensor | None) -> dict[str, float]:
@@ -798,31 +703,6 @@ class GRPO(L.LightningModule):
         out = {k: v / max(count, 1) for k, v in sums.items()}
         out["lr"] = sum(used_lrs) / max(len(used_lrs), 1)  # mean over this rollout's optimizer steps
         return out
-
-    def clip_grad_norm(self, optimizer, max_norm: float) -> None:
-        """Clip by global norm. Under FSDP1 through the FSDP root's own ``clip_grad_norm_`` (it sees
-        every shard), because Lightning's FSDP precision plugin refuses clipping by norm; under
-        DeepSpeed not here: its engine clips in ``step()`` from the config's ``gradient_clipping``,
-        which :meth:`setup` set to ``max_grad_norm`` (lit_reason.deepspeed_clipping); elsewhere
-        through Lightning."""
-        from lightning.pytorch.strategies import DeepSpeedStrategy
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        wrapped = getattr(strategy, "model", None)
-        if isinstance(strategy, DeepSpeedStrategy):
-            return
-        if isinstance(wrapped, FullyShardedDataParallel):
-            wrapped.clip_grad_norm_(max_norm)
-        else:
-            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
-
-    def _grad_norm(self) -> float:
-        norms = [full_norm(p.grad) for p in self.parameters() if p.grad is not None]  # FSDP2: shards reduced
-        total = torch.stack(norms).square().sum() if norms else torch.zeros((), device=self.device)
-        if self._fsdp1_root() is not None:  # FSDP1: each rank holds a disjoint shard of every flat parameter
-            torch.distributed.all_reduce(total)
-        return float(total.sqrt())
 
     def _micro_step(self, part: Rollout, advantages: Tensor, mask: Tensor, old: dict[str, Tensor], rows: slice,
                     weights: Tensor | None, normalizer: float, minibatch_tokens: float) -> dict[str, float]:
