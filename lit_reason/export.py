@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from lit_reason.lora import LoraSettings, merged_model, rebuild_on_cpu
+from lit_reason.lora_checkpoint import RECORD, restore_base
 from lit_reason.policy import DTYPES, load_policy
 
 POLICY_PREFIX = "policy."
@@ -97,7 +98,8 @@ def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None, me
     weights = policy_state_dict(checkpoint["state_dict"])
     lora = LoraSettings.parse(hparams.get("lora"))
     if lora is not None:
-        return _export_lora(name, hparams.get("dtype", "float32"), lora, weights, out_dir, dtype, merged)
+        base = (checkpoint.get("lit_reason") or {}).get(RECORD)  # saved without its base: re-read and checked
+        return _export_lora(name, hparams.get("dtype", "float32"), lora, weights, out_dir, dtype, merged, base)
     loaded = load_policy(name, dtype=hparams.get("dtype", "float32"))
     missing, unexpected = loaded.model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if k not in _tied_keys(loaded.model)]
@@ -108,9 +110,13 @@ def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None, me
 
 
 def _export_lora(name: str, model_dtype: str, lora: LoraSettings, weights: dict[str, torch.Tensor], out_dir: str,
-                 dtype: str | None, merged: bool) -> str:
-    """A LoRA checkpoint: a fresh CPU policy gets its weights; the adapter is saved, then merged."""
-    loaded = rebuild_on_cpu(name, model_dtype, lora, weights)
+                 dtype: str | None, merged: bool, base: dict | None = None) -> str:
+    """A LoRA checkpoint: a fresh CPU policy gets its weights; the adapter is saved, then merged.
+    ``base``: the record of a checkpoint saved without its base (lit_reason.lora_checkpoint)."""
+    loaded = rebuild_on_cpu(name, model_dtype, lora, weights, adapter_only=base is not None)
+    if base is not None and not lora.load_in_4bit:  # a 4-bit run's fingerprint is of its quantized base
+        live = {POLICY_PREFIX + k: v for k, v in loaded.model.state_dict().items()}
+        restore_base({"lit_reason": {RECORD: base}, "state_dict": {}}, live, name)
     save_lora_policy(loaded.model, loaded.tokenizer, out_dir, dtype=dtype)
     if merged:
         save_policy(loaded.model.merge_and_unload(), loaded.tokenizer, os.path.join(out_dir, MERGED_DIR), dtype=dtype)

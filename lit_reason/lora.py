@@ -38,6 +38,8 @@ class LoraSettings:
             output head.
         load_in_4bit: QLoRA: load the frozen base in 4-bit NF4 weights (bitsandbytes, CUDA only;
             the model must be a path or hub name, not a random-init preset).
+        save_base: also write the frozen base into every checkpoint. By default a pretrained base
+            is left out and re-read on resume, checked by a fingerprint (lit_reason.lora_checkpoint).
     """
 
     r: int = 16
@@ -45,6 +47,7 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] | None = None
     load_in_4bit: bool = False
+    save_base: bool = False
 
     def check(self) -> None:
         """One-line errors for bad values (called by the modules, so the CLI prints just the line)."""
@@ -201,14 +204,16 @@ def adapter_state_dict(policy: nn.Module, state_dict: dict[str, torch.Tensor] | 
     return get_peft_model_state_dict(policy, state_dict=state_dict)
 
 
-def rebuild_on_cpu(name_or_path: str, dtype: str, settings: LoraSettings, state_dict: dict[str, torch.Tensor]):
+def rebuild_on_cpu(name_or_path: str, dtype: str, settings: LoraSettings, state_dict: dict[str, torch.Tensor],
+                   adapter_only: bool = False):
     """A fresh full-precision peft policy on CPU holding the trained weights of ``state_dict`` (the
     policy's full state dict). A QLoRA run's 4-bit base weights are not reused: its pretrained
-    base is read again in ``dtype`` and only the adapter is copied."""
+    base is read again in ``dtype`` and only the adapter is copied, as for ``adapter_only`` (a
+    checkpoint saved without its base, lit_reason.lora_checkpoint)."""
     from peft import set_peft_model_state_dict
 
     loaded = load_lora_policy(name_or_path, dtype, False, replace(settings, load_in_4bit=False))
-    if settings.load_in_4bit:
+    if settings.load_in_4bit or adapter_only:
         result = set_peft_model_state_dict(loaded.model, adapter_state_dict(loaded.model, state_dict))
         bad = list(result.unexpected_keys)
     else:

@@ -177,7 +177,7 @@ def test_lora_with_a_quantized_reference_copy_is_refused():
 def test_settings_round_trip_through_hparams():
     module = GRPO(model="tiny", lora=LoraSettings(r=4, target_modules=["q_proj", "v_proj"]))
     assert module.hparams.lora == {"r": 4, "alpha": None, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
-                                   "load_in_4bit": False}
+                                   "load_in_4bit": False, "save_base": False}
     config = module.policy.peft_config["default"]
     assert config.r == 4 and config.lora_alpha == 8 and set(config.target_modules) == {"q_proj", "v_proj"}
     assert {n.split(".")[-4] for n in adapter_names(module)} == {"q_proj", "v_proj"}

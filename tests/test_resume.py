@@ -62,13 +62,14 @@ def trainer(tmp_path, callbacks, every: int, max_steps: int = TOTAL_STEPS) -> L.
                      callbacks=[*callbacks, ckpt], default_root_dir=tmp_path)
 
 
-def run(tmp_path, make_module, make_data, extra=(), kill_at=None, resume=False, every=1):
-    """One fit; returns (module, recorder, trainer)."""
+def run(tmp_path, make_module, make_data, extra=(), kill_at=None, resume=False, every=1, perturbed=None):
+    """One fit; returns (module, recorder, trainer). On resume the ``perturbed(module)`` parameters
+    (default: all) start elsewhere, so only the checkpoint can make the run match."""
     L.seed_everything(0)
     module, data, rec = make_module(), make_data(), Recorder(kill_at)
     if resume:
-        with torch.no_grad():  # a different start, so only the checkpoint can make it match
-            for p in module.parameters():
+        with torch.no_grad():
+            for p in (perturbed or (lambda m: m.parameters()))(module):
                 p.add_(1.0)
     t = trainer(tmp_path, [rec, *[cls() for cls in extra]], every)
     if kill_at is not None:
