@@ -92,7 +92,8 @@ def main() -> None:
     text += f"\n\nTotal {time.perf_counter() - start:.0f} s ({args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:
-        replace_section(DOC, f"real_model_hrpo_s{seed}", f"### HRPO vs GRPO, seed {seed}\n\n" + text)
+        replace_section(DOC, f"real_model_hrpo_s{seed}",
+                        f"### 4. HRPO vs GRPO, seed {seed} (`experiments/real_model_hrpo.py --seed {seed}`)\n\n" + text)
 
 
 if __name__ == "__main__":

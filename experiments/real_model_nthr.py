@@ -108,7 +108,8 @@ def main() -> None:
     text += f"\n\n![]({figure_link(figure, DOC)})\n\nWall time, warm-up included: {walls}."
     print(text)
     if args.write_docs:
-        replace_section(DOC, "real_model_nthr", "## NTHR vs GRPO: likelihood displacement\n\n" + text)
+        command = f"experiments/real_model_nthr.py --seeds {' '.join(map(str, args.seeds))}"
+        replace_section(DOC, "real_model_nthr", f"## 3. NTHR vs GRPO: likelihood displacement (`{command}`)\n\n" + text)
 
 
 if __name__ == "__main__":
