@@ -249,6 +249,12 @@ def seed_results(args: argparse.Namespace, stem: str, run_seed) -> list[dict]:
     return [json.loads((OUT / f"{stem}_s{seed}.json").read_text()) for seed in args.seeds]
 
 
+def command_line() -> str:
+    """How this script was run (without ``--write-docs``), for the heading of the section it writes."""
+    args = [a for a in sys.argv[1:] if a != "--write-docs"]
+    return " ".join([f"experiments/{Path(sys.argv[0]).name}", *args])
+
+
 def replace_section(doc: Path, marker: str, text: str) -> None:
     """Write ``text`` between ``<!-- marker:begin -->`` and ``<!-- marker:end -->`` of ``doc``."""
     begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"

@@ -22,7 +22,7 @@ import time
 
 import lightning as L
 from real_model_common import (Arm, History, OUT, ROOT, StopAfter, data, evaluate, figure_link, figures_dir,
-                               over_seeds, paired, parse_args, plot, replace_section, save_json, seed_results,
+                               over_seeds, paired, parse_args, plot, command_line, replace_section, save_json, seed_results,
                                trainer, warm_up)
 
 from lit_reason.modules import GRPO, SFT
@@ -124,7 +124,7 @@ def main() -> None:
     text += f"{args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:
-        replace_section(DOC, "real_model_grpo", "## GRPO vs continued SFT\n\n" + text)
+        replace_section(DOC, "real_model_grpo", f"## 1. GRPO vs continued SFT (`{command_line()}`)\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import argparse
 import time
 
 import lightning as L
-from real_model_common import (OUT, ROOT, HeldOut, History, data, held_out, paired, parse_args, replace_section,
-                               save_json, trainer, warm_up)
+from real_model_common import (OUT, ROOT, HeldOut, History, command_line, data, held_out, paired, parse_args,
+                               replace_section, save_json, trainer, warm_up)
 
 from lit_reason.modules import GRPO
 
@@ -60,7 +60,8 @@ def main() -> None:
                               f"{time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:
-        replace_section(DOC, "real_model_grpo_sweep", "## GRPO: learning rate and prompts per step\n\n" + text)
+        replace_section(DOC, "real_model_grpo_sweep",
+                        f"### What fixed it: prompts per step and lr (`{command_line()}`)\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 
 import lightning as L
 from real_model_common import (HeldOut, History, OUT, ROOT, StopAfter, data, figure_link, figures_dir, held_out,
-                               paired, parse_args, plot, replace_section, save_json, trainer, warm_up)
+                               paired, parse_args, plot, command_line, replace_section, save_json, trainer, warm_up)
 
 from callbacks.gate_monitor import GateMonitor
 from lit_reason.modules import GRPO, HRPO
@@ -93,7 +93,7 @@ def main() -> None:
     print(text)
     if args.write_docs:
         replace_section(DOC, f"real_model_hrpo_s{seed}",
-                        f"### 4. HRPO vs GRPO, seed {seed} (`experiments/real_model_hrpo.py --seed {seed}`)\n\n" + text)
+                        f"### 4. HRPO vs GRPO, seed {seed} (`{command_line()}`)\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import warnings
 
 import lightning as L
 from real_model_common import (HeldOut, History, OUT, ROOT, data, figure_link, figures_dir, held_out, paired,
-                               parse_args, plot, replace_section, save_json, trainer, warm_up)
+                               parse_args, plot, command_line, replace_section, save_json, trainer, warm_up)
 
 from callbacks.self_certainty_monitor import SelfCertaintyMonitor
 from lit_reason.modules import GRPO, Intuitor
@@ -115,7 +115,7 @@ def main() -> None:
     text += f"\n\nTotal {time.perf_counter() - start:.0f} s ({args.threads} threads, {time.strftime('%Y-%m-%d')})."
     print(text)
     if args.write_docs:
-        replace_section(DOC, "real_model_intuitor", "## Intuitor: no labels\n\n" + text)
+        replace_section(DOC, "real_model_intuitor", f"## 2. Intuitor: no labels (`{command_line()}`)\n\n" + text)
 
 
 if __name__ == "__main__":

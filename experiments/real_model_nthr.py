@@ -22,7 +22,7 @@ import time
 
 import lightning as L
 from real_model_common import (HeldOut, History, OUT, ROOT, data, figure_link, figures_dir, paired, parse_args, plot,
-                               replace_section, save_json, seed_results, trainer, warm_up)
+                               command_line, replace_section, save_json, seed_results, trainer, warm_up)
 
 from callbacks.batch_lld import BatchLLDMonitor
 from lit_reason.modules import GRPO, NTHR
@@ -108,8 +108,7 @@ def main() -> None:
     text += f"\n\n![]({figure_link(figure, DOC)})\n\nWall time, warm-up included: {walls}."
     print(text)
     if args.write_docs:
-        command = f"experiments/real_model_nthr.py --seeds {' '.join(map(str, args.seeds))}"
-        replace_section(DOC, "real_model_nthr", f"## 3. NTHR vs GRPO: likelihood displacement (`{command}`)\n\n" + text)
+        replace_section(DOC, "real_model_nthr", f"## 3. NTHR vs GRPO: likelihood displacement (`{command_line()}`)\n\n" + text)
 
 
 if __name__ == "__main__":
