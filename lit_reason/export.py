@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from lit_reason.lora import LoraSettings, merged_model, rebuild_on_cpu
-from lit_reason.lora_checkpoint import RECORD, restore_base
+from lit_reason.lora_checkpoint import RECORD, check_base
 from lit_reason.policy import DTYPES, load_policy
 
 POLICY_PREFIX = "policy."
@@ -115,8 +115,7 @@ def _export_lora(name: str, model_dtype: str, lora: LoraSettings, weights: dict[
     ``base``: the record of a checkpoint saved without its base (lit_reason.lora_checkpoint)."""
     loaded = rebuild_on_cpu(name, model_dtype, lora, weights, adapter_only=base is not None)
     if base is not None and not lora.load_in_4bit:  # a 4-bit run's fingerprint is of its quantized base
-        live = {POLICY_PREFIX + k: v for k, v in loaded.model.state_dict().items()}
-        restore_base({"lit_reason": {RECORD: base}, "state_dict": {}}, live, name)
+        check_base(base, {POLICY_PREFIX + k: v for k, v in loaded.model.state_dict().items()}, name)
     save_lora_policy(loaded.model, loaded.tokenizer, out_dir, dtype=dtype)
     if merged:
         save_policy(loaded.model.merge_and_unload(), loaded.tokenizer, os.path.join(out_dir, MERGED_DIR), dtype=dtype)

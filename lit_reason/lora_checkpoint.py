@@ -44,11 +44,9 @@ def same_fingerprint(a: list[float], b: list[float]) -> bool:
     return a[2] == b[2] and all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-6) for x, y in zip(a[:2], b[:2]))
 
 
-def frozen_keys(module: torch.nn.Module, prefix: str = "policy.") -> list[str]:
-    """State-dict keys of the policy that do not train (LoRA: the whole base, tied copies such as
-    ``lm_head.weight`` and persistent buffers included)."""
-    trained = {prefix + name for name, p in getattr(module, prefix.rstrip(".")).named_parameters() if p.requires_grad}
-    return sorted(k for k in module.state_dict() if k.startswith(prefix) and k not in trained)
+def trained_keys(module: torch.nn.Module, prefix: str = "policy.") -> set[str]:
+    """State-dict keys of the policy's parameters that train (LoRA: the adapters)."""
+    return {prefix + name for name, p in getattr(module, prefix.rstrip(".")).named_parameters() if p.requires_grad}
 
 
 def can_slim(model_name: str, strategy: Any, save_base: bool) -> bool:
@@ -58,22 +56,20 @@ def can_slim(model_name: str, strategy: Any, save_base: bool) -> bool:
     return not save_base and model_name not in PRESETS and isinstance(strategy, (SingleDeviceStrategy, DDPStrategy))
 
 
-def slim_checkpoint(checkpoint: dict, keys: list[str], model_name: str) -> None:
-    """Drop ``keys`` from ``checkpoint["state_dict"]`` and record their fingerprint (in place)."""
+def slim_checkpoint(checkpoint: dict, trained: set[str], model_name: str, prefix: str = "policy.") -> None:
+    """Drop the policy's entries of ``checkpoint["state_dict"]`` that do not train (the base, tied
+    copies such as ``lm_head.weight`` and persistent buffers included) and record their
+    fingerprint (in place)."""
     state = checkpoint["state_dict"]
-    present = [k for k in keys if k in state]
-    record = {"model": model_name, "keys": present, "fingerprint": base_fingerprint(state[k] for k in present)}
-    for k in present:
+    frozen = sorted(k for k in state if k.startswith(prefix) and k not in trained)
+    record = {"model": model_name, "keys": frozen, "fingerprint": base_fingerprint(state[k] for k in frozen)}
+    for k in frozen:
         del state[k]
     checkpoint.setdefault("lit_reason", {})[RECORD] = record
 
 
-def restore_base(checkpoint: dict, live_state: dict[str, torch.Tensor], model_name: str) -> None:
-    """Put the live base weights back into a slimmed ``checkpoint`` (in place), after checking
-    that they are the weights it was trained on."""
-    record = (checkpoint.get("lit_reason") or {}).get(RECORD)
-    if record is None:
-        return
+def check_base(record: dict, live_state: dict[str, torch.Tensor], model_name: str) -> None:
+    """Raise one line unless ``live_state`` holds the base weights that ``record`` fingerprinted."""
     missing = [k for k in record["keys"] if k not in live_state]
     if missing:
         raise ValueError(f"checkpoint: a LoRA checkpoint without its base, and this module has no {missing[0]!r}: "
@@ -82,4 +78,13 @@ def restore_base(checkpoint: dict, live_state: dict[str, torch.Tensor], model_na
         raise ValueError(f"checkpoint: a LoRA checkpoint holds only the adapters, and the base model loaded now "
                          f"(model.model: {model_name}) is not the one it was trained on ({record['model']}): "
                          "point model.model at the same weights")
+
+
+def restore_base(checkpoint: dict, live_state: dict[str, torch.Tensor], model_name: str) -> None:
+    """Put the live base weights back into a slimmed ``checkpoint`` (in place), after checking
+    that they are the weights it was trained on; a full checkpoint is left as it is."""
+    record = (checkpoint.get("lit_reason") or {}).get(RECORD)
+    if record is None:
+        return
+    check_base(record, live_state, model_name)
     checkpoint["state_dict"].update({k: live_state[k] for k in record["keys"]})

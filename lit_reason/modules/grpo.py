@@ -28,7 +28,7 @@ from lit_reason.optim import build_optimizer, build_scheduler, optimizer_steps_p
 from lit_reason.policy import load_policy
 from lit_reason.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS, encode_prompt
 from lit_reason.lora import AdaptersOff, LoraSettings, check_lora_precision, load_lora_policy, lora_hparams
-from lit_reason.lora_checkpoint import can_slim, frozen_keys, restore_base, slim_checkpoint
+from lit_reason.lora_checkpoint import can_slim, restore_base, slim_checkpoint, trained_keys
 from lit_reason.reference import build_reference, check_ref_quantization
 from lit_reason.rewards import ScoredCompletions, resolve_reward, score_sources
 from lit_reason.rng import collect_rng_states, set_rng_states
@@ -361,7 +361,7 @@ class GRPO(StrategyHooks):
                                     "dynamic_sampling_totals": dict(self.dynamic_sampling_totals)}
         if self.lora is not None and "state_dict" in checkpoint and self._trainer is not None and \
                 can_slim(self.hparams.model, self.trainer.strategy, self.lora.save_base):
-            slim_checkpoint(checkpoint, frozen_keys(self), self.hparams.model)
+            slim_checkpoint(checkpoint, trained_keys(self), self.hparams.model)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "state_dict" in checkpoint:  # a LoRA checkpoint without its base gets the live one back
