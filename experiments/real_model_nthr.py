@@ -61,8 +61,8 @@ def summary(results: list[dict], args) -> str:
     settings = {(r["run"]["steps"], r["run"]["prompts"], r["run"]["lr"]) for r in results}
     if len(settings) > 1:
         raise SystemExit(f"the saved seeds were run with different (steps, prompts, lr): {sorted(settings)}; rerun them alike")
-    args.steps, args.prompts, args.lr = settings.pop()
-    lines = [f"From the format warm-up, {args.steps} steps x {args.prompts} prompts x G 8 (lr {args.lr:g}, correct + 0.5 "
+    steps, prompts, lr = settings.pop()  # what the saved seeds were run with, not this invocation's flags
+    lines = [f"From the format warm-up, {steps} steps x {prompts} prompts x G 8 (lr {lr:g}, correct + 0.5 "
              f"format) per arm and seed; LLD from BatchLLDMonitor (every step's own mixed questions); held-out "
              f"greedy accuracy on {args.items} items after training vs the warm-up and vs GRPO (the same items and "
              f"seeds), paired 95 % intervals.", "",
@@ -80,7 +80,7 @@ def summary(results: list[dict], args) -> str:
         last = [c for r in runs for c in r["last_correct"]]
         lines.append(
             f"| {name} | {len(runs)} | {f'{statistics.fmean(deltas):+.3f}' if deltas else '-'} | {100 * displaced:.0f} % "
-            f"| {len(deltas) / max(args.steps * len(runs), 1):.2f} ({len(steps_with)} steps) | "
+            f"| {len(deltas) / max(steps * len(runs), 1):.2f} ({len(steps_with)} steps) | "
             f"{'-' if not selected else f'{100 * statistics.fmean(selected):.1f} %'} | "
             f"{100 * sum(first) / len(first):.1f} -> {100 * sum(last) / len(last):.1f} % | {paired(first, last)} | "
             f"{'-' if name == 'GRPO' else paired(grpo_last, last)} | {statistics.fmean(r['median_step_seconds'] for r in runs) / grpo_time:.2f} |")

@@ -51,7 +51,7 @@ class Scores:
         return self.module.policy(input_ids=input_ids)
 
 
-def grpo_class(mode: str):
+def grpo_class():
     """GRPO with a forward for :class:`Scores`; under ModelParallelStrategy (``fsdp2_fit``) GRPO's
     own ``configure_model`` shards the policy (each decoder layer, then the whole policy)."""
     from lit_reason.modules import GRPO
@@ -96,7 +96,7 @@ def fit(mode: str, model_dir: str, out: str) -> None:
     from lit_reason.rollout.weight_sync import inference_weights
 
     L.seed_everything(0)
-    module = grpo_class(mode)(model=model_dir, num_generations=4, max_new_tokens=8, lr=2e-2, prompt_format="plain",
+    module = grpo_class()(model=model_dir, num_generations=4, max_new_tokens=8, lr=2e-2, prompt_format="plain",
                               max_prompt_length=48, rollout_engine="vllm", sampling_seed=11, vllm=VLLM,
                               rollout_correction={"level": "token", "cap": 2.0})
     if mode == "fsdp2_fit":

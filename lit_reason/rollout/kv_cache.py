@@ -152,7 +152,10 @@ class RolloutEngine:
             steps = step + 1
             if step + 1 == cfg.max_new_tokens:
                 break
-            if self.all_ranks_done(bool(done.all())) if self.all_ranks_done is not None else bool(done.all()):
+            all_done = bool(done.all())
+            if self.all_ranks_done is not None:  # sharded weights: stop only when every rank is done
+                all_done = self.all_ranks_done(all_done)
+            if all_done:
                 break
             if compact and bool(finished.any()):
                 keep = (~finished).nonzero().flatten()
