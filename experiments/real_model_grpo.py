@@ -22,8 +22,8 @@ import time
 
 import lightning as L
 from real_model_common import (Arm, History, OUT, ROOT, StopAfter, data, evaluate, figure_link, figures_dir,
-                               over_seeds, paired, parse_args, plot, command_line, replace_section, save_json, seed_results,
-                               trainer, warm_up)
+                               over_seeds, paired, parse_args, plot, command_line, release_memory, replace_section,
+                               save_json, seed_results, trainer, warm_up)
 
 from lit_reason.modules import GRPO, SFT
 
@@ -36,6 +36,7 @@ def run_seed(seed: int, args, problems: list) -> dict:
     probe = SFT(lr=args.sft_lr, max_length=256, **common)
     before = evaluate(probe, problems)
     del probe
+    release_memory()
 
     L.seed_everything(seed)
     grpo = GRPO(num_generations=8, max_new_tokens=args.new_tokens, temperature=1.0, lr=args.lr,
@@ -47,6 +48,7 @@ def run_seed(seed: int, args, problems: list) -> dict:
     after_grpo = evaluate(grpo, problems)
     budget = sum(r["seconds"] for r in grpo_history.rows)
     del grpo
+    release_memory()
 
     L.seed_everything(seed)
     sft = SFT(lr=args.sft_lr, max_length=256, **common)
@@ -55,6 +57,7 @@ def run_seed(seed: int, args, problems: list) -> dict:
     trainer(10_000, [sft_history, stop], args.accelerator).fit(sft, datamodule=data(seed + 1, 8))
     after_sft = evaluate(sft, problems)
     del sft
+    release_memory()
 
     arms = [Arm("GRPO", len(grpo_history.rows), budget, after_grpo, grpo_history),
             Arm("SFT (continued warm-up)", len(sft_history.rows), stop.spent, after_sft, sft_history)]

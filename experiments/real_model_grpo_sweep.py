@@ -16,7 +16,7 @@ import time
 
 import lightning as L
 from real_model_common import (OUT, ROOT, HeldOut, History, command_line, data, held_out, paired, parse_args,
-                               replace_section, save_json, trainer, warm_up)
+                               release_memory, replace_section, save_json, trainer, warm_up)
 
 from lit_reason.modules import GRPO
 
@@ -48,6 +48,7 @@ def main() -> None:
                      "first_correct": held.points[0][2], "last_correct": held.points[-1][2],
                      "median_step_seconds": history.median_step_seconds})
         del module
+        release_memory()
     save_json(runs, OUT / f"grpo_sweep_s{args.seed}.json")
     lines = [f"Seed {args.seed} format warm-up, G 8, correct + 0.5 format, temperature 1.0, {args.steps} steps; greedy "
              f"accuracy on {args.items} held-out items by step; gain: last minus the warm-up, paired 95 % interval.", "",

@@ -19,7 +19,8 @@ import time
 
 import lightning as L
 from real_model_common import (HeldOut, History, OUT, ROOT, StopAfter, data, figure_link, figures_dir, held_out,
-                               paired, parse_args, plot, command_line, replace_section, save_json, trainer, warm_up)
+                               paired, parse_args, plot, command_line, release_memory, replace_section, save_json,
+                               trainer, warm_up)
 
 from callbacks.gate_monitor import GateMonitor
 from lit_reason.modules import GRPO, HRPO
@@ -51,6 +52,7 @@ def main() -> None:
         hrpo, datamodule=data(seed, args.prompts))
     hrpo_seconds = sum(r["seconds"] for r in hrpo_history.rows)
     del hrpo
+    release_memory()
 
     L.seed_everything(seed)
     grpo = GRPO(**common)

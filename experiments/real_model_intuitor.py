@@ -17,7 +17,8 @@ import warnings
 
 import lightning as L
 from real_model_common import (HeldOut, History, OUT, ROOT, data, figure_link, figures_dir, held_out, paired,
-                               parse_args, plot, command_line, replace_section, save_json, trainer, warm_up)
+                               parse_args, plot, command_line, release_memory, replace_section, save_json, trainer,
+                               warm_up)
 
 from callbacks.self_certainty_monitor import SelfCertaintyMonitor
 from lit_reason.modules import GRPO, Intuitor
@@ -78,6 +79,7 @@ def main() -> None:
         L.seed_everything(0)
         runs.append(run(f"Intuitor lr {lr:g}", Intuitor(lr=lr, beta=0.005, rewards={"self_certainty": 1.0, "correct": 0.0},
                                                          **common), args, problems))
+        release_memory()
     L.seed_everything(0)
     runs.append(run(f"GRPO lr {args.grpo_lr:g}", GRPO(lr=args.grpo_lr, rewards={"correct": 1.0, "format": 0.5}, **common),
                     args, problems))

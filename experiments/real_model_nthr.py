@@ -22,7 +22,7 @@ import time
 
 import lightning as L
 from real_model_common import (HeldOut, History, OUT, ROOT, data, figure_link, figures_dir, paired, parse_args, plot,
-                               command_line, replace_section, save_json, seed_results, trainer, warm_up)
+                               command_line, release_memory, replace_section, save_json, seed_results, trainer, warm_up)
 
 from callbacks.batch_lld import BatchLLDMonitor
 from lit_reason.modules import GRPO, NTHR
@@ -36,6 +36,16 @@ ARMS = {
 }
 
 
+def run_arm(label: str, cls, hparams: dict, args, seed: int, problems: list) -> dict:
+    L.seed_everything(seed)
+    module = cls(**hparams)
+    history, lld, held = History(label), BatchLLDMonitor(), HeldOut(problems)
+    trainer(args.steps, [lld, history, held], args.accelerator).fit(module, datamodule=data(seed, args.prompts))
+    return {"history": history.rows, "lld": lld.history, "held_out": [(b, a) for b, a, _ in held.points],
+            "first_correct": held.points[0][2], "last_correct": held.points[-1][2],
+            "median_step_seconds": history.median_step_seconds}
+
+
 def run_seed(seed: int, args, problems: list) -> dict:
     start = time.perf_counter()
     warm = warm_up(seed, args.warmup_steps, args.sft_lr, 8, args.accelerator, args.model)
@@ -44,13 +54,8 @@ def run_seed(seed: int, args, problems: list) -> dict:
                   rewards={"correct": 1.0, "format": 0.5})
     out = {}
     for name, (cls, extra) in ARMS.items():
-        L.seed_everything(seed)
-        module = cls(**common, **extra)
-        history, lld, held = History(f"{name} s{seed}"), BatchLLDMonitor(), HeldOut(problems)
-        trainer(args.steps, [lld, history, held], args.accelerator).fit(module, datamodule=data(seed, args.prompts))
-        out[name] = {"history": history.rows, "lld": lld.history, "held_out": [(b, a) for b, a, _ in held.points],
-                     "first_correct": held.points[0][2], "last_correct": held.points[-1][2],
-                     "median_step_seconds": history.median_step_seconds}
+        out[name] = run_arm(f"{name} s{seed}", cls, {**common, **extra}, args, seed, problems)
+        release_memory()  # the arm's module is gone with run_arm's frame
     out["run"] = {"seconds": time.perf_counter() - start, "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
                   "steps": args.steps, "prompts": args.prompts, "lr": args.lr}
     save_json(out, OUT / f"nthr_s{seed}.json")
