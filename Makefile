@@ -15,7 +15,7 @@ QUICKSTART_ARGS ?=
 setup: $(STAMP) model
 
 $(STAMP): setup.cfg pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || { bash .ci/need_disk.sh 4 "make setup ($(VENV), 2.9 GB; 3.4 GB while pip installs)" && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[test,pretrained]"

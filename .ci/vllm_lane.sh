@@ -22,6 +22,7 @@ if [ ! -f "$MAIN/.installed" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ "$0" -nt "$STAMP" ] || [ "$MAIN/.installed" -nt "$STAMP" ]; then
   rm -rf "$VENV"  # rebuilt whole: a stale overlay would shadow what .venv now has
+  bash .ci/need_disk.sh 3 "the vLLM lane ($VENV, 1.5 GB; 1.9 GB while pip installs)"
   "$PYTHON" -m venv "$VENV"
   main_site=$("$MAIN/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
   own_site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
