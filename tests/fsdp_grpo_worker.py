@@ -1,10 +1,11 @@
 """Worker for tests/test_fsdp.py: a 4-step GRPO fit on the fixed rollouts of tests/test_ddp.py.
 
-    python tests/fsdp_grpo_worker.py MODE OUT_DIR     # MODE: single | fsdp2 | fsdp1
+    python tests/fsdp_grpo_worker.py MODE OUT_DIR     # MODE: single | fsdp2 | fsdp2_resume | fsdp1
 
 ``single`` trains on the whole rollout in one process; ``fsdp2`` (ModelParallelStrategy, GRPO's
 own configure_model shards) and ``fsdp1`` (FSDPStrategy forced onto CPU, as configs/scale/fsdp.yaml
-wraps) on 2 gloo ranks, each rank on its half. Each rank writes ``OUT_DIR/rank{r}.pt``: its full
+wraps) on 2 gloo ranks, each rank on its half; ``fsdp2_resume`` stops fsdp2 after half the
+steps, saves a checkpoint, and resumes it in a module built from another seed. Each rank writes ``OUT_DIR/rank{r}.pt``: its full
 policy weights (HF names), how many parameters were shards, a sampled rollout after the fit, and
 (rank 0) what the PolicyExport callback wrote.
 Lightning re-executes this script for rank 1, so it is a script with a ``__main__`` guard.
@@ -38,26 +39,44 @@ def main(mode: str, out: str) -> None:
 
     L.seed_everything(0)
     module = FixedRolloutGRPO(**SETTINGS)
-    devices, strategy = 2, None
-    if mode == "fsdp2":
-        from lightning.pytorch.strategies import ModelParallelStrategy
+    devices = 1 if mode == "single" else 2
 
-        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-    elif mode == "fsdp1":
-        from tests.vllm_ranks_worker import cpu_fsdp1_strategy
+    def strategy():
+        if mode.startswith("fsdp2"):
+            from lightning.pytorch.strategies import ModelParallelStrategy
 
-        strategy = cpu_fsdp1_strategy({type(module.policy.model.layers[0])})
-    else:
-        devices, strategy = 1, "auto"
+            return ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
+        if mode.startswith("fsdp1"):
+            from tests.vllm_ranks_worker import cpu_fsdp1_strategy
+
+            # sharded checkpoints: the full state dict segfaults on this forced-CPU strategy
+            return cpu_fsdp1_strategy({type(module.policy.model.layers[0])}, state_dict_type="sharded")
+        return "auto"
+
     from callbacks.policy_export import PolicyExport
 
+    def make_trainer(steps: int, callbacks=()) -> L.Trainer:
+        return L.Trainer(max_steps=steps, accelerator="cpu", devices=devices, strategy=strategy(), logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=list(callbacks))
+
     export = PolicyExport(dirpath=os.path.join(out, "policy"))  # gathers the shards at fit end
-    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", devices=devices, strategy=strategy, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[export] if mode != "fsdp1" else [])  # FSDP1's full state dict segfaults
-    # on the forced-CPU strategy (rank 0, torch 2.13): its export is not tested here
+    # FSDP1's full state dict, which the export takes, segfaults on the forced-CPU strategy (rank 0,
+    # torch 2.13): its export is not tested here
+    callbacks = [] if mode.startswith("fsdp1") else [export]
     start = time.perf_counter()
-    trainer.fit(module, Prompts(batch_size=PROMPTS // devices))
+    if mode.endswith("_resume"):  # stop after the first rollout; a module from another seed resumes
+        first = make_trainer(STEPS // 2)
+        first.fit(module, Prompts(batch_size=PROMPTS // devices))
+        checkpoint = os.path.join(out, "half.ckpt")
+        first.save_checkpoint(checkpoint)  # a distributed checkpoint: a directory of shards
+        L.seed_everything(1)  # the resumed fit must owe nothing to the seed the first one started from
+        module = FixedRolloutGRPO(**SETTINGS)
+        trainer = make_trainer(STEPS, callbacks)
+        trainer.fit(module, Prompts(batch_size=PROMPTS // devices), ckpt_path=checkpoint)
+    else:
+        trainer = make_trainer(STEPS, callbacks)
+        trainer.fit(module, Prompts(batch_size=PROMPTS // devices))
     result = {"fit_seconds": time.perf_counter() - start, "global_step": trainer.global_step,
               "grad_norm": float(trainer.callback_metrics["grad_norm"]),
               "dtensors": sum(type(p).__name__ == "DTensor" for p in module.policy.parameters()),
@@ -66,7 +85,7 @@ def main(mode: str, out: str) -> None:
     module.configure_model()  # a second call (validate / test after fit) must leave the shards as they are
     result["dtensors_again"] = sum(type(p).__name__ == "DTensor" for p in module.policy.parameters())
     result["weights"] = full_weights(module, trainer)
-    if mode != "fsdp1":  # sampling on the sharded weights (FSDP1 only inside its root's forward)
+    if not mode.startswith("fsdp1"):  # sampling on the sharded weights (FSDP1 only inside its root's forward)
         from lit_reason.modules import GRPO
         from lit_reason.problem import TextProblem
 

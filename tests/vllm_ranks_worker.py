@@ -63,7 +63,7 @@ def grpo_class():
     return TestGRPO
 
 
-def cpu_fsdp1_strategy(unit_classes):
+def cpu_fsdp1_strategy(unit_classes, **options):
     """Lightning's FSDPStrategy on CPU, for this test only: Lightning refuses accelerator="cpu" for
     that exact class and passes FSDP1 ``device_id=None``, which FSDP1 refuses on a machine without an
     accelerator; FSDP1 itself runs on CPU with ``device_id=cpu``."""
@@ -85,7 +85,7 @@ def cpu_fsdp1_strategy(unit_classes):
             finally:
                 fsdp.FullyShardedDataParallel = real
 
-    return CPUFSDPStrategy(auto_wrap_policy=ModuleWrapPolicy(unit_classes), process_group_backend="gloo")
+    return CPUFSDPStrategy(auto_wrap_policy=ModuleWrapPolicy(unit_classes), process_group_backend="gloo", **options)
 
 
 def fit(mode: str, model_dir: str, out: str) -> None:
