@@ -1,11 +1,11 @@
 """Worker for tests/test_fsdp.py: a 4-step GRPO fit on the fixed rollouts of tests/test_ddp.py.
 
-    python tests/fsdp_grpo_worker.py MODE OUT_DIR     # MODE: single | fsdp2 | fsdp2_resume | fsdp1
+    python tests/fsdp_grpo_worker.py MODE OUT_DIR     # MODE: single | fsdp2 | fsdp1 | fsdp2_resume | fsdp1_resume
 
 ``single`` trains on the whole rollout in one process; ``fsdp2`` (ModelParallelStrategy, GRPO's
 own configure_model shards) and ``fsdp1`` (FSDPStrategy forced onto CPU, as configs/scale/fsdp.yaml
-wraps) on 2 gloo ranks, each rank on its half; ``fsdp2_resume`` stops fsdp2 after half the
-steps, saves a checkpoint, and resumes it in a module built from another seed. Each rank writes ``OUT_DIR/rank{r}.pt``: its full
+wraps) on 2 gloo ranks, each rank on its half; ``*_resume`` stops after half the steps, saves a
+sharded checkpoint and resumes it into a module built from another seed. Each rank writes ``OUT_DIR/rank{r}.pt``: its full
 policy weights (HF names), how many parameters were shards, a sampled rollout after the fit, and
 (rank 0) what the PolicyExport callback wrote.
 Lightning re-executes this script for rank 1, so it is a script with a ``__main__`` guard.
