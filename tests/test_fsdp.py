@@ -12,6 +12,7 @@ process group under a timeout so a hang cannot stall CI.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,9 @@ WORKER = Path(__file__).with_name("fsdp_grpo_worker.py")
 TIMEOUT_S = 120  # a 2-rank run takes ~15 s on the 2-core VM
 
 
-def run_worker(mode: str, out: Path) -> list[dict]:
+def run_worker(mode: str, out: Path, segfault_retries: int = 0) -> list[dict]:
+    """The worker's 2 ranks (or 1); ``segfault_retries``: how often a run whose rank 0 died of
+    SIGSEGV is started again (a crash inside gloo on CPU, not a wrong result; see its caller)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK",
                                                             "WORLD_SIZE", "NODE_RANK")}
     env["OMP_NUM_THREADS"] = "1"
@@ -37,6 +40,11 @@ def run_worker(mode: str, out: Path) -> list[dict]:
         os.killpg(proc.pid, signal.SIGKILL)  # the worker and the rank Lightning launched
         log, _ = proc.communicate()
         pytest.fail(f"{mode} run timed out after {TIMEOUT_S}s:\n{log[-3000:]}")
+    if proc.returncode == -signal.SIGSEGV and segfault_retries > 0:
+        print(f"{mode}: a rank died of SIGSEGV; running it again ({segfault_retries} retry left)", file=sys.stderr)
+        shutil.rmtree(out)
+        out.mkdir()
+        return run_worker(mode, out, segfault_retries - 1)
     assert proc.returncode == 0, log[-4000:]
     return [torch.load(p, weights_only=False) for p in sorted(out.glob("rank*.pt"))]
 
@@ -100,7 +108,9 @@ def test_resumed_from_a_sharded_checkpoint_equals_one_process(single, tmp_path, 
     FSDP1 with state_dict_type="sharded") and resumed into a module built from another seed: the
     policy, its frozen reference, the AdamW moments and the step all come back, so the fit ends
     where the uninterrupted one does."""
-    ranks = run_worker(f"{strategy}_resume", tmp_path)
+    # one fresh-clone CI run out of ~18 runs saw rank 0 die of SIGSEGV in the gloo gather after the
+    # resumed fit (not reproduced in 14 runs alone or under load): one rerun; a second crash fails
+    ranks = run_worker(f"{strategy}_resume", tmp_path, segfault_retries=1)
     assert sorted(p.name for p in (tmp_path / "half.ckpt").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     check_same_fit(ranks, single)
     if strategy == "fsdp2":  # FSDP1's export is not tested on the forced-CPU strategy (see the worker)
