@@ -23,10 +23,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 model: $(STAMP)
-	$(BIN)/python -m lit_reason.pretrained
+	$(BIN)/python -m lit_reason.models.pretrained
 
 quickstart: $(STAMP) model   # QUICKSTART_ARGS="--baseline --seeds 0 1" adds the continued-SFT baseline, more seeds
-	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m lit_reason.quickstart $(QUICKSTART_ARGS)
+	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m lit_reason.app.quickstart $(QUICKSTART_ARGS)
 
 test: $(STAMP) model
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest

@@ -28,7 +28,7 @@ VARIANTS = {"grpo_mu2": ("toy_char_fill", ["--model.init_args.num_iterations=2",
 def run(name: str, steps: int | None, letters: str | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
         config, extra = VARIANTS.get(name, (name, []))
-        cmd = [sys.executable, "-m", "lit_reason.cli", "fit", "--config", str(ROOT / "configs" / "grpo" / f"{config}.yaml"),
+        cmd = [sys.executable, "-m", "lit_reason.app.cli", "fit", "--config", str(ROOT / "configs" / "grpo" / f"{config}.yaml"),
                f"--trainer.default_root_dir={out}", "--trainer.enable_progress_bar=false",
                "--trainer.enable_model_summary=false", *extra]
         if steps:

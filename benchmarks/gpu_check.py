@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 from gpu_check_support import PROMPTS, ListDataModule, device_sync, peak_bytes, reset_peak  # noqa: E402
 from lit_reason.modules import GRPO  # noqa: E402
-from lit_reason.policy import load_policy  # noqa: E402
+from lit_reason.models.policy import load_policy  # noqa: E402
 from lit_reason.rollout import SamplingConfig  # noqa: E402
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine  # noqa: E402
 
@@ -256,7 +256,7 @@ def cli_smoke(device: torch.device, timeout_s: int) -> dict:
     missing = [m for m in ("jsonargparse", "chess") if not has(m)]
     if missing:
         return {"status": f"skipped: {', '.join(missing)} not installed (carry the wheels: docs/gpu_check.md)"}
-    cmd = [sys.executable, "-m", "lit_reason.cli", "fit", "--config", "configs/grpo/toy_char_fill.yaml",
+    cmd = [sys.executable, "-m", "lit_reason.app.cli", "fit", "--config", "configs/grpo/toy_char_fill.yaml",
            "--trainer.max_steps=1", f"--trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
            "--trainer.devices=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
            "--trainer.enable_model_summary=false", "--data.batch_size=2", "--model.num_generations=2",

@@ -20,7 +20,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from lit_reason.problem import TextProblem
+from lit_reason.tasks.problem import TextProblem
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["Write the letter a.", "Say b twice.", "What is 7 + 5?", "Sort 3 1 2.", "Is 17 prime?",

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/lora_checkpoint.py [--model smollm2-135m-instruct] [--r 16]
 
 One GRPO step (1 prompt x G 2, 8 new tokens) with LoRA on every linear layer, then
-``trainer.save_checkpoint`` twice: the default (the base left out, lit_reason.lora_checkpoint) and
+``trainer.save_checkpoint`` twice: the default (the base left out, lit_reason.models.lora_checkpoint) and
 ``lora.save_base: true``. Prints both file sizes, their ratio, and the seconds to save and to load
 each back into a fresh module (the slim load re-reads nothing: the fresh module already holds the
 base; it only checks the fingerprint).

@@ -21,7 +21,7 @@ The baseline computes log-probs without chunking (``logprob_chunk_size`` larger 
 ``--lm-head`` runs the other table: peak memory of ONE GRPO training forward + backward (log-probs,
 entropy, the clipped loss with a KL term, ``backward``) of a 1-layer, 64-wide Qwen2-shaped model
 against the vocabulary (up to Qwen's 151,936) and the completion length (8 completions), with the
-chunked LM head (``chunked_lm_head: true``, lit_reason.lm_head) and with full logits (``false``).
+chunked LM head (``chunked_lm_head: true``, lit_reason.algorithms.lm_head) and with full logits (``false``).
 Each configuration runs in its own process; the peak is the rise of the peak RSS (VmHWM, reset
 just before) over the RSS after building the module and the rollout, with glibc returning every
 block over 64 kB on free (``MALLOC_MMAP_THRESHOLD_``) so RSS follows live memory. Ratios are to the
@@ -136,7 +136,7 @@ def worker(name: str, steps: int, model: str, max_new_tokens: int) -> dict:
     import torch
 
     from datamodules.toy import ToyDataModule
-    from lit_reason import objectives as obj
+    from lit_reason.algorithms import objectives as obj
     from lit_reason.modules import GRPO
 
     cuda = torch.cuda.is_available()
@@ -235,8 +235,8 @@ def lm_head_worker(case: str, rows: int = 8, chunk: int = 1024) -> dict:
     """One GRPO training forward + backward of ``rows`` completions on a 1 x 64 model."""
     import torch
 
-    from lit_reason import objectives as obj
-    from lit_reason import policy
+    from lit_reason.algorithms import objectives as obj
+    from lit_reason.models import policy
     from lit_reason.modules import GRPO
     from lit_reason.rollout import Rollout
 

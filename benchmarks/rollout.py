@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from lit_reason.policy import load_policy
+from lit_reason.models.policy import load_policy
 from lit_reason.rollout import RolloutEngine, SamplingConfig
 
 PROMPTS = ["What is 7 + 5?", "Solve 3x + 2 = 11 for x.", "Sort the list [3, 1, 2].", "Is 17 prime?",

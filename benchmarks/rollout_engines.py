@@ -31,7 +31,7 @@ PROMPTS = ["What is 17 + 25? Answer briefly.", "Name three prime numbers.", "Exp
 def measure(engine: str, model_path: str, prompts: int, group: int, new_tokens: int, rounds: int) -> dict:
     import torch
 
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
     from lit_reason.rollout import RolloutEngine, SamplingConfig
 
     loaded = load_policy(model_path)

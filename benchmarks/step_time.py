@@ -155,7 +155,7 @@ def main() -> None:
     from lightning.pytorch.callbacks import Callback
 
     from datamodules import MathDataModule
-    from lit_reason import objectives as obj
+    from lit_reason.algorithms import objectives as obj
     from lit_reason.modules.grpo import GRPO
     from lit_reason.rollout import positions_from_mask
 

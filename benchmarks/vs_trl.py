@@ -51,7 +51,7 @@ def char_fill_reward(completion: str, letter: str) -> float:
 
 
 def save_model(preset: str, dtype: str, path: str) -> None:
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
 
     torch.manual_seed(0)
     policy = load_policy(preset, dtype=dtype)
@@ -113,7 +113,7 @@ def run_trl(args) -> dict:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from lit_reason.policy import load_tokenizer  # AutoTokenizer would drop the char tokenizer's spaces
+    from lit_reason.models.policy import load_tokenizer  # AutoTokenizer would drop the char tokenizer's spaces
 
     rows = [{"prompt": p.prompt, "letter": p.answer[0]} for p in problems(args.prompts * (args.steps + 2))]
 

@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_reason.objectives import token_logps
+from lit_reason.algorithms.objectives import token_logps
 
 
 def question_deltas(before: Tensor, after: Tensor, question: Tensor) -> Tensor:

@@ -18,8 +18,8 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from lit_reason.export import policy_state_dict, save_lora_policy, save_merged_policy, save_policy
-from lit_reason.lora import is_lora_policy
+from lit_reason.models.export import policy_state_dict, save_lora_policy, save_merged_policy, save_policy
+from lit_reason.models.lora import is_lora_policy
 
 
 class PolicyExport(Callback):

@@ -1,4 +1,4 @@
-"""Reasoning DataModules: each yields lists of Problems (see lit_reason.problem)."""
+"""Reasoning DataModules: each yields lists of Problems (see lit_reason.tasks.problem)."""
 
 from datamodules.base import ProblemDataModule, ProblemDataset, collate_problems
 from datamodules.enigmata.datamodule import EnigmataDataModule

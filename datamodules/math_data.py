@@ -463,7 +463,7 @@ class MathDataModule(ProblemDataModule):
         return self._dataset("test")
 
     def metric_groups(self) -> list[str]:
-        """Group names for ``lit_reason.metrics.GroupedAccuracy`` over the validation set."""
+        """Group names for ``lit_reason.tasks.metrics.GroupedAccuracy`` over the validation set."""
         if self.val_source == "synthetic":
             levels = ("easy", "medium", "hard") if self.difficulty == "mixed" else (self.difficulty,)
             return [f"difficulty/{d}" for d in levels]

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterator
 
-from lit_reason.answer import MAX_COMPLETION_CHARS, extract_answer, format_answer
-from lit_reason.problem import safe_score
+from lit_reason.tasks.answer import MAX_COMPLETION_CHARS, extract_answer, format_answer
+from lit_reason.tasks.problem import safe_score
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ blank line, instruction) for base models without a template.
 
 Named system prompts (``system_prompt=``):
 
-* ``default``: the project's answer-tag instruction (``lit_reason.answer.ANSWER_INSTRUCTION``).
+* ``default``: the project's answer-tag instruction (``lit_reason.tasks.answer.ANSWER_INSTRUCTION``).
 * ``intuitor``: the system prompt of the Intuitor recipes (open-r1-intuitor config files,
   MATH-lighteval training): reason step by step, answer in ``\\boxed{}``.
 * ``nthr``: the standard Qwen2.5-Math chain-of-thought prompt. The NTHR paper's exact template
@@ -20,7 +20,7 @@ system prompt never changes how a completion is scored.
 
 from __future__ import annotations
 
-from lit_reason.answer import ANSWER_INSTRUCTION
+from lit_reason.tasks.answer import ANSWER_INSTRUCTION
 
 SYSTEM_PROMPTS: dict[str, str] = {
     "default": ANSWER_INSTRUCTION,

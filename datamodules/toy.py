@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 
 from datamodules.base import ProblemDataModule, ProblemDataset
-from lit_reason.answer import extract_answer, format_answer
-from lit_reason.problem import TextProblem
+from lit_reason.tasks.answer import extract_answer, format_answer
+from lit_reason.tasks.problem import TextProblem
 
 TOY_TASKS = ("char_fill", "add")
 

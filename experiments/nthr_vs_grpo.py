@@ -40,7 +40,7 @@ from callbacks.lld_monitor import LLDMonitor  # noqa: E402
 from datamodules import ToyDataModule  # noqa: E402
 from datamodules.toy import make_toy_problem  # noqa: E402
 from lit_reason.modules import GRPO, NTHR  # noqa: E402
-from lit_reason.objectives import token_logps  # noqa: E402
+from lit_reason.algorithms.objectives import token_logps  # noqa: E402
 from lit_reason.rollout import positions_from_mask  # noqa: E402
 
 COMMON = dict(model="tiny", num_generations=8, max_new_tokens=8, temperature=1.0, prompt_format="plain",

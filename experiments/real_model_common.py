@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from datamodules import MathDataModule  # noqa: E402
 from datamodules.math_data import VAL_OFFSET  # noqa: E402
-from lit_reason.answer import extract_answer  # noqa: E402
-from lit_reason.quickstart import export_policy, paired_gain_ci, seed_mean_ci  # noqa: E402
+from lit_reason.tasks.answer import extract_answer  # noqa: E402
+from lit_reason.app.quickstart import export_policy, paired_gain_ci, seed_mean_ci  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 OUT = ROOT / "runs" / "real_model"

@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture
 def tiny_policy():
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
 
     torch.manual_seed(0)
     return load_policy("tiny")

@@ -87,7 +87,7 @@ def main(mode: str, out: str) -> None:
     result["weights"] = full_weights(module, trainer)
     if not mode.startswith("fsdp1"):  # sampling on the sharded weights (FSDP1 only inside its root's forward)
         from lit_reason.modules import GRPO
-        from lit_reason.problem import TextProblem
+        from lit_reason.tasks.problem import TextProblem
 
         problems = [TextProblem("12+3=", "15", lambda c: 0.0)]  # every rank the same prompt and generator
         rollout = GRPO.generate(module, problems, generator=torch.Generator().manual_seed(5))

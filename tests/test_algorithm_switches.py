@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datamodules import ToyDataModule
-from lit_reason import advantages as adv
+from lit_reason.algorithms import advantages as adv
 from lit_reason.modules import GRPO, HRPO, NTHR, Intuitor
 from lit_reason.modules.intuitor import summed_group_advantages
 from lit_reason.precision import FP4Precision
@@ -141,7 +141,7 @@ def test_dynamic_sampling_refuses_sharded_strategies_before_training():
     (["--model.loss_type=cispo"], "error: model.loss_type=cispo caps the importance weight at model.eps_high"),
 ])
 def test_bad_switch_is_one_error_line_from_the_cli(flags, expected, capsys, monkeypatch):
-    from lit_reason.cli import main
+    from lit_reason.app.cli import main
 
     monkeypatch.setattr("sys.argv", ["lit-reason"])
     with pytest.raises(SystemExit) as done:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lit_reason import advantages as adv
-from lit_reason import objectives as obj
+from lit_reason.algorithms import advantages as adv
+from lit_reason.algorithms import objectives as obj
 
 NAN = float("nan")
 

@@ -5,7 +5,7 @@ import torch
 
 from callbacks.batch_lld import BatchLLDMonitor, mixed_correct_rows, question_deltas
 from lit_reason.modules import GRPO
-from lit_reason.problem import TextProblem
+from lit_reason.tasks.problem import TextProblem
 
 
 def test_question_deltas_average_each_questions_rows():

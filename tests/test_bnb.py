@@ -10,11 +10,11 @@ pytest.importorskip("bitsandbytes")
 import bitsandbytes as bnb  # noqa: E402
 
 from datamodules.toy import ToyDataModule  # noqa: E402
-from lit_reason import objectives as obj  # noqa: E402
-from lit_reason.cli import main  # noqa: E402
+from lit_reason.algorithms import objectives as obj  # noqa: E402
+from lit_reason.app.cli import main  # noqa: E402
 from lit_reason.modules import GRPO  # noqa: E402
-from lit_reason.policy import load_policy  # noqa: E402
-from lit_reason.reference import build_reference, weight_bytes  # noqa: E402
+from lit_reason.models.policy import load_policy  # noqa: E402
+from lit_reason.models.reference import build_reference, weight_bytes  # noqa: E402
 
 FAST = ["--trainer.max_steps=2", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--data=ToyDataModule",

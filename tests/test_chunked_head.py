@@ -1,4 +1,4 @@
-"""The chunked LM head (lit_reason.lm_head): same values and gradients as full logits, memory that
+"""The chunked LM head (lit_reason.algorithms.lm_head): same values and gradients as full logits, memory that
 grows with the chunk and not with the vocabulary, and the same training steps in every module."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from datamodules.toy import ToyDataModule
-from lit_reason import objectives as obj
-from lit_reason.lm_head import chunked_head_stats, restricted_probs_from_head
+from lit_reason.algorithms import objectives as obj
+from lit_reason.algorithms.lm_head import chunked_head_stats, restricted_probs_from_head
 from lit_reason.modules import GRPO, HRPO, NTHR, SFT, Intuitor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,7 +126,7 @@ def test_restricted_probs_from_head_read_the_full_softmax():
 # ----------------------------------------------------------------------------- memory, measured
 MEASURE = textwrap.dedent("""
     import json, sys, torch
-    from lit_reason.lm_head import chunked_head_stats
+    from lit_reason.algorithms.lm_head import chunked_head_stats
 
     def status(key):
         for line in open("/proc/self/status"):

@@ -11,9 +11,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from lit_reason.cli import main
-from lit_reason.cli_errors import one_line_error
-from lit_reason.policy import PolicyLoadError
+from lit_reason.app.cli import main
+from lit_reason.app.cli_errors import one_line_error
+from lit_reason.models.policy import PolicyLoadError
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false",
@@ -25,7 +25,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
     env.pop("LIT_REASON_TRACEBACK", None)
-    return subprocess.run([sys.executable, "-m", "lit_reason.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "lit_reason.app.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -99,7 +99,7 @@ def test_unknown_enigmata_task(capsys, no_argv):
 
 
 def test_export_uses_the_same_form(tmp_path, capsys):
-    from lit_reason.export import main as export_main
+    from lit_reason.app.export import main as export_main
 
     assert export_main(["--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lit_reason.config_dataclass import config_dict, parse_config
+from lit_reason.utils.config_dataclass import config_dict, parse_config
 
 
 @dataclass
@@ -52,7 +52,7 @@ def test_a_value_that_is_no_mapping_is_one_line():
 
 
 def test_the_real_option_groups_use_it():
-    from lit_reason.lora import LoraSettings
+    from lit_reason.models.lora import LoraSettings
     from lit_reason.rollout.correction import RolloutCorrection
     from lit_reason.rollout.vllm_engine import VLLMOptions
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_reason.cli import main
-from lit_reason.policy import PRESETS
+from lit_reason.app.cli import main
+from lit_reason.models.policy import PRESETS
 
 CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 FAST = ["--trainer.max_steps=2", "--trainer.logger=false", "--trainer.enable_checkpointing=false",

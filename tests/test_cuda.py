@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from gpu_check_support import ListDataModule, fp4_compiled_matches_eager, scale_config  # noqa: E402
 
 from lit_reason.modules import GRPO  # noqa: E402
-from lit_reason.policy import load_policy  # noqa: E402
+from lit_reason.models.policy import load_policy  # noqa: E402
 from lit_reason.rollout import RolloutEngine, SamplingConfig  # noqa: E402
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine  # noqa: E402
 

@@ -15,7 +15,7 @@ import torch
 
 from datamodules.base import ProblemDataModule, ProblemDataset
 from lit_reason.modules import GRPO
-from lit_reason.problem import TextProblem
+from lit_reason.tasks.problem import TextProblem
 from lit_reason.rollout import Rollout
 
 G, PROMPTS, T = 4, 4, 6
@@ -84,7 +84,7 @@ def per_rank_bnpo_gradient(path):
         module = GRPO(model="tiny", num_generations=G, max_new_tokens=T, loss_type="bnpo", prompt_format="plain")
         rollout, rewards = fixed_rollout(module)
         share = slice(rank * 8, rank * 8 + 8)
-        from lit_reason import objectives as obj
+        from lit_reason.algorithms import objectives as obj
 
         part = rollout.select(share)
         logits, _ = module.policy_logits(module.policy, part)

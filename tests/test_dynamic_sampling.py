@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from datamodules import ToyDataModule
-from lit_reason.dynamic_sampling import concat_rollouts, fill_informative_groups, refill_indices, step_metrics
+from lit_reason.rollout_step.dynamic_sampling import concat_rollouts, fill_informative_groups, refill_indices, step_metrics
 from lit_reason.modules import GRPO
 from lit_reason.rollout import Rollout
 from tests.test_resume import assert_same_after, assert_same_state, run as resume_run, toy_module
@@ -123,7 +123,7 @@ def test_refill_indices_are_a_pure_function_of_seed_step_rank_attempt():
 
 def test_refill_indices_are_the_same_in_every_process():
     """A resumed run is a new process: the draw must not depend on Python's per-process hash salt."""
-    code = "from lit_reason.dynamic_sampling import refill_indices; print(refill_indices(1000, 6, 0, 3, 1, 2))"
+    code = "from lit_reason.rollout_step.dynamic_sampling import refill_indices; print(refill_indices(1000, 6, 0, 3, 1, 2))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": str(salt)}).stdout for salt in (1, 2)}
     assert outs == {f"{refill_indices(1000, 6, 0, 3, 1, 2)}\n"}
@@ -282,7 +282,7 @@ def counting_half_constant(problem, completion, score):
 def test_each_completion_is_scored_once_with_refills(monkeypatch):
     """The reward source and the verifier run once per generated completion: the rows kept from
     the refills are not scored again for the update, and the rewards trained on are theirs."""
-    from lit_reason.problem import TextProblem
+    from lit_reason.tasks.problem import TextProblem
 
     verified = []
     score = TextProblem.score

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lit_reason.benchmark import BENCHMARK_VERSION, SEED_BASE, build_benchmark, fingerprint, table
-from lit_reason.evaluate import main, markdown_tables, run_benchmark
+from lit_reason.app.benchmark import BENCHMARK_VERSION, SEED_BASE, build_benchmark, fingerprint, table
+from lit_reason.app.evaluate import main, markdown_tables, run_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 TWO = ["maze", "game24"]
@@ -63,7 +63,7 @@ def test_pass_at_k_by_hand():
     cell = table(results, 4, "task", ["easy"])["maze"]["easy"]
     assert (cell.pass_1, cell.pass_k) == (0.125, 0.5)
     # And a k = 2 estimate from n = 4: c = 1 gives 1 - C(3,2)/C(4,2) = 1/2; c = 2 gives 1 - 1/6.
-    from lit_reason.benchmark import summarise
+    from lit_reason.app.benchmark import summarise
 
     results[0].scores, results[1].scores = [1.0, 0, 0, 0], [1.0, 1.0, 0, 0]
     assert summarise(results, 2).pass_k == pytest.approx((0.5 + 5 / 6) / 2)
@@ -75,7 +75,7 @@ def test_the_set_is_identical_across_builds_and_versioned():
     first = build_benchmark(2, TWO)
     assert build_benchmark(2, TWO) == first
     assert build_benchmark(1, TWO) == [i for i in first if i.seed == SEED_BASE]  # a smaller N is a prefix
-    code = f"from lit_reason.benchmark import build_benchmark, fingerprint; print(fingerprint(build_benchmark(2, {TWO!r})))"
+    code = f"from lit_reason.app.benchmark import build_benchmark, fingerprint; print(fingerprint(build_benchmark(2, {TWO!r})))"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
     other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert other.stdout.strip() == fingerprint(first), other.stderr[-2000:]
@@ -90,13 +90,13 @@ def test_full_set_fingerprint_matches_the_released_version():
     if released is None:
         pytest.skip(f"no fingerprint recorded for {BENCHMARK_VERSION} yet (got {got})")
     assert got == released, (f"the N=1 set changed ({got} != {released}): a generator changed, so raise "
-                             "BENCHMARK_VERSION in lit_reason/benchmark.py and record the new fingerprint here")
+                             "BENCHMARK_VERSION in lit_reason/app/benchmark.py and record the new fingerprint here")
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     env.pop("LIT_REASON_TRACEBACK", None)
-    return subprocess.run([sys.executable, "-m", "lit_reason.cli", "evaluate", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "lit_reason.app.cli", "evaluate", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

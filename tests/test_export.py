@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from callbacks.policy_export import PolicyExport
 from datamodules.toy import ToyDataModule
-from lit_reason.export import export_checkpoint, main
+from lit_reason.app.export import main
+from lit_reason.models.export import export_checkpoint
 from lit_reason.modules import GRPO
 
 
@@ -71,8 +72,8 @@ def test_policy_export_callback_writes_at_fit_end(tmp_path):
 
 def test_exported_char_tokenizer_reloads_through_load_policy(tmp_path):
     """transformers 5's AutoTokenizer picks Qwen2Tokenizer for a qwen2 config.json and drops the
-    character tokenizer's spaces; lit_reason.policy.load_tokenizer honours the saved class."""
-    from lit_reason.policy import load_tokenizer
+    character tokenizer's spaces; lit_reason.models.policy.load_tokenizer honours the saved class."""
+    from lit_reason.models.policy import load_tokenizer
 
     GRPO(model="tiny").tokenizer.save_pretrained(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')

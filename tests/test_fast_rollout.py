@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_reason import objectives as obj
+from lit_reason.algorithms import objectives as obj
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
 from lit_reason.modules import GRPO
-from lit_reason.policy import load_policy
+from lit_reason.models.policy import load_policy
 from lit_reason.rollout import RolloutEngine, SamplingConfig
 
 PROMPTS = ["Write the letter a.", "bcd", "Is 17 prime? Say yes or no."]

@@ -176,7 +176,7 @@ def test_grpo_yaml_config_with_fp4_plugin_runs_two_steps(tmp_path, monkeypatch):
     pytest.importorskip("lit_reason.modules.grpo")
     from pathlib import Path
 
-    from lit_reason.cli import LitReasonCLI
+    from lit_reason.app.cli import LitReasonCLI
 
     config = Path(__file__).parent.parent / "configs" / "fp4" / "grpo_tiny_fp4.yaml"
     monkeypatch.chdir(tmp_path)

@@ -56,7 +56,7 @@ def single(tmp_path_factory):
 
 
 def check_same_fit(ranks: list[dict], single: dict) -> None:
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
 
     assert len(ranks) == 2
     import lightning as L
@@ -98,7 +98,7 @@ def test_fsdp2_fit_equals_one_process(single, tmp_path):
 
 def test_fsdp1_fit_equals_one_process(single, tmp_path):
     """FSDPStrategy as configs/scale/fsdp.yaml wraps (a unit per decoder layer, the root holds the
-    embeddings / norm / head): backward inside the root's forward works (lit_reason.fsdp1)."""
+    embeddings / norm / head): backward inside the root's forward works (lit_reason.strategies.fsdp1)."""
     check_same_fit(run_worker("fsdp1", tmp_path), single)
 
 
@@ -140,8 +140,8 @@ def under_model_parallel(module, mesh):
 
 
 def test_decoder_layers_of_presets():
-    from lit_reason.fsdp2 import decoder_layers
-    from lit_reason.policy import load_policy
+    from lit_reason.strategies.fsdp2 import decoder_layers
+    from lit_reason.models.policy import load_policy
 
     for preset, layer in (("tiny", "Qwen2DecoderLayer"), ("tiny-llama", "LlamaDecoderLayer")):
         model = load_policy(preset).model

@@ -3,7 +3,7 @@
 FSDP1 itself needs an accelerator (the real step runs in tests/test_cuda.py); here a stand-in for
 the FSDP root checks the dispatch: Lightning's FSDP precision refuses clipping by norm, so GRPO
 must call the root's own ``clip_grad_norm_`` there and Lightning's clipping everywhere else, but
-under DeepSpeed, whose engine clips from its config (lit_reason.deepspeed_clipping)."""
+under DeepSpeed, whose engine clips from its config (lit_reason.strategies.deepspeed_clipping)."""
 
 from types import SimpleNamespace
 
@@ -11,7 +11,7 @@ import pytest
 import torch.distributed.fsdp as fsdp
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
-from lit_reason.deepspeed_clipping import set_deepspeed_gradient_clipping
+from lit_reason.strategies.deepspeed_clipping import set_deepspeed_gradient_clipping
 from lit_reason.modules.grpo import GRPO
 
 

@@ -1,12 +1,12 @@
-"""HRPO's gate and latent math (lit_reason/hybrid.py) against hand-computed values and brute force."""
+"""HRPO's gate and latent math (lit_reason/algorithms/hybrid.py) against hand-computed values and brute force."""
 
 import math
 
 import pytest
 import torch
 
-from lit_reason.hybrid import HybridGate, gate_init_bound, hybrid_inputs_embeds, inverse_softplus, latent_from_logits
-from lit_reason.policy import load_policy
+from lit_reason.algorithms.hybrid import HybridGate, gate_init_bound, hybrid_inputs_embeds, inverse_softplus, latent_from_logits
+from lit_reason.models.policy import load_policy
 
 
 def test_latent_of_one_hot_is_that_tokens_embedding():

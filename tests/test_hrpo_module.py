@@ -10,11 +10,11 @@ import torch
 
 from callbacks.gate_monitor import GateMonitor, gate_metrics
 from datamodules import ToyDataModule
-from lit_reason import objectives as obj
-from lit_reason.cli import LitReasonCLI, main as cli_main
+from lit_reason.algorithms import objectives as obj
+from lit_reason.app.cli import LitReasonCLI, main as cli_main
 from lit_reason.modules import HRPO
 from lit_reason.modules.grpo import GRPO
-from lit_reason.problem import TextProblem
+from lit_reason.tasks.problem import TextProblem
 from lit_reason.rollout import Rollout
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "hrpo"

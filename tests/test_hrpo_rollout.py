@@ -4,13 +4,13 @@ delimiter handling, and the training forward's reproduction of the rollout's log
 import pytest
 import torch
 
-from lit_reason import objectives as obj
-from lit_reason.hybrid import latent_from_logits
+from lit_reason.algorithms import objectives as obj
+from lit_reason.algorithms.hybrid import latent_from_logits
 from lit_reason.rollout.latent import GATE, LATENTS, MIX, SHARE, DelimiterTracker, HybridRolloutEngine
 from lit_reason.modules.grpo import GRPO
 from lit_reason.modules.hrpo import HRPO
 from lit_reason.rollout import RolloutEngine, positions_from_mask
-from lit_reason.tokenizer import build_char_tokenizer
+from lit_reason.models.tokenizer import build_char_tokenizer
 
 PROMPTS = ["Write e.", "Say hello there", "1+2=", "abc"]
 

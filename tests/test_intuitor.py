@@ -16,8 +16,8 @@ from callbacks.self_certainty_monitor import (SelfCertaintyMonitor, batch_repeat
                                               repeated_ngram_ratio)
 from datamodules.base import ProblemDataset
 from datamodules.toy import ToyDataModule, make_toy_problem
-from lit_reason import objectives as obj
-from lit_reason.cli import main
+from lit_reason.algorithms import objectives as obj
+from lit_reason.app.cli import main
 from lit_reason.modules import Intuitor
 from lit_reason.modules.intuitor import split_reward_sources, summed_group_advantages
 from lit_reason.rollout import positions_from_mask

@@ -11,11 +11,11 @@ from transformers import AutoModelForCausalLM
 
 from callbacks.policy_export import PolicyExport
 from datamodules.toy import ToyDataModule
-from lit_reason.cli import main as cli_main
-from lit_reason.export import MERGED_DIR, export_checkpoint
-from lit_reason.lora import LoraSettings
+from lit_reason.app.cli import main as cli_main
+from lit_reason.models.export import MERGED_DIR, export_checkpoint
+from lit_reason.models.lora import LoraSettings
 from lit_reason.modules import GRPO, HRPO, NTHR, SFT, Intuitor
-from lit_reason.policy import load_policy
+from lit_reason.models.policy import load_policy
 from tests.test_resume import assert_same_after, assert_same_state, run, toy_module
 
 peft = pytest.importorskip("peft")

@@ -1,4 +1,4 @@
-"""LoRA checkpoints of a pretrained base hold only what trains (lit_reason.lora_checkpoint):
+"""LoRA checkpoints of a pretrained base hold only what trains (lit_reason.models.lora_checkpoint):
 smaller files, the same resumed run, a clear line when the base changed, the same export."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from datamodules.toy import ToyDataModule
-from lit_reason.export import MERGED_DIR, export_checkpoint
-from lit_reason.lora_checkpoint import RECORD, base_fingerprint, same_fingerprint
+from lit_reason.models.export import MERGED_DIR, export_checkpoint
+from lit_reason.models.lora_checkpoint import RECORD, base_fingerprint, same_fingerprint
 from lit_reason.modules import GRPO
-from lit_reason.policy import load_policy
+from lit_reason.models.policy import load_policy
 from tests.test_resume import assert_same_after, assert_same_state, run
 
 pytest.importorskip("peft")

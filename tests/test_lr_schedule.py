@@ -10,7 +10,7 @@ import pytest
 
 from datamodules import ToyDataModule
 from lit_reason.modules import GRPO, HRPO, SFT
-from lit_reason.optim import optimizer_steps_per_rollout, run_optimizer_steps
+from lit_reason.utils.optim import optimizer_steps_per_rollout, run_optimizer_steps
 
 LR = 0.01
 
@@ -53,7 +53,7 @@ def grpo(**kw):
 
 
 def warmup_cosine(i, total, warmup):
-    """Written out again (not lit_reason.optim's function): linear warmup, then cosine to 0 at ``total``."""
+    """Written out again (not lit_reason.utils.optim's function): linear warmup, then cosine to 0 at ``total``."""
     if i < warmup:
         return (i + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (i - warmup) / (total - warmup)))

@@ -20,7 +20,7 @@ from datamodules.math_data import VAL_OFFSET, MathDataModule
 from datamodules.math_problems import MathProblem
 from datamodules.math_prompts import SYSTEM_PROMPTS, build_prompt
 from datamodules.math_synthetic import synthetic_item
-from lit_reason.answer import ANSWER_INSTRUCTION
+from lit_reason.tasks.answer import ANSWER_INSTRUCTION
 
 REPO = Path(__file__).resolve().parents[1]
 

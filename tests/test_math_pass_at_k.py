@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lit_reason.pass_at_k import PassAtK, SampleAccuracy, counts_from_scores, pass_at_k
+from lit_reason.algorithms.pass_at_k import PassAtK, SampleAccuracy, counts_from_scores, pass_at_k
 
 
 def closed_form(n: int, c: int, k: int) -> float:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datamodules.toy import ToyDataModule
-from lit_reason import objectives as obj
+from lit_reason.algorithms import objectives as obj
 from lit_reason.modules import GRPO
 
 # SGD: Adam divides by sqrt(v), which turns float32 rounding in near-zero gradients into visible steps

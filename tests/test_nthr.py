@@ -4,7 +4,7 @@ tau and the selection rule on a hand-built group, and where the weights must sta
 import pytest
 import torch
 
-from lit_reason import nthr
+from lit_reason.algorithms import nthr
 
 
 # --------------------------------------------------------------------------- brute force

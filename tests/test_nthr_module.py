@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from datamodules.base import ProblemDataModule, ProblemDataset
-from lit_reason import nthr
-from lit_reason.cli import main as cli_main
+from lit_reason.algorithms import nthr
+from lit_reason.app.cli import main as cli_main
 from lit_reason.modules import GRPO, NTHR
-from lit_reason.objectives import token_logps
-from lit_reason.problem import TextProblem
+from lit_reason.algorithms.objectives import token_logps
+from lit_reason.tasks.problem import TextProblem
 
 
 class EvenLengthData(ProblemDataModule):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lit_reason import objectives as obj
+from lit_reason.algorithms import objectives as obj
 
 
 def test_group_advantages_by_hand():

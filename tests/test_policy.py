@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lit_reason.policy import PolicyLoadError, load_policy, load_tokenizer
+from lit_reason.models.policy import PolicyLoadError, load_policy, load_tokenizer
 
 
 def test_presets_build_offline_with_chat_template():

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from lit_reason import pretrained
-from lit_reason.policy import PolicyLoadError, load_policy
+from lit_reason.models import pretrained
+from lit_reason.models.policy import PolicyLoadError, load_policy
 
 NAME = "smollm2-135m-instruct"
 
@@ -28,7 +28,7 @@ def test_a_missing_package_is_one_line_naming_the_install_command(monkeypatch):
 KILLED_CONVERSION = textwrap.dedent("""
     import os, signal
     from transformers import PreTrainedTokenizerBase
-    from lit_reason.pretrained import builtin_model_path
+    from lit_reason.models.pretrained import builtin_model_path
 
     def die(*args, **kwargs):  # the weights are written by now; the tokenizer never will be
         os.kill(os.getpid(), signal.SIGKILL)

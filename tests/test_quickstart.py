@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_reason import quickstart as qs
+from lit_reason.app import quickstart as qs
 
 CONFIGS = Path(qs.CONFIG_DIR)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_reason.quiet import quiet_known_warnings
+from lit_reason.utils.quiet import quiet_known_warnings
 
 REPO = Path(__file__).resolve().parent.parent
 #: What a newcomer's terminal showed before (issue 19): none of it may appear.
@@ -43,7 +43,7 @@ def test_a_short_quickstart_prints_none_of_the_known_noise(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     env.pop("PYTHONWARNINGS", None)
     done = subprocess.run(
-        [sys.executable, "-m", "lit_reason.quickstart", "--out", str(tmp_path / "qs"), "--sft-steps", "2", "--rl-steps", "1",
+        [sys.executable, "-m", "lit_reason.app.quickstart", "--out", str(tmp_path / "qs"), "--sft-steps", "2", "--rl-steps", "1",
          "--extra", "eval:--data.init_args.eval_per_task=4", "--extra", "rl:--model.init_args.num_generations=2", "--baseline"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

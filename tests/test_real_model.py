@@ -14,14 +14,14 @@ import torch
 import yaml
 
 from datamodules import MathDataModule
-from lit_reason import objectives as obj
-from lit_reason.cli import main
-from lit_reason.export import export_checkpoint
-from lit_reason.hybrid import latent_from_logits
+from lit_reason.algorithms import objectives as obj
+from lit_reason.app.cli import main
+from lit_reason.models.export import export_checkpoint
+from lit_reason.algorithms.hybrid import latent_from_logits
 from lit_reason.rollout.latent import LATENTS, MIX
 from lit_reason.modules import GRPO, HRPO, NTHR
-from lit_reason.policy import load_policy
-from lit_reason.prompts import render_prompt
+from lit_reason.models.policy import load_policy
+from lit_reason.tasks.prompts import render_prompt
 from lit_reason.rollout import RolloutEngine, SamplingConfig, positions_from_mask
 from tests.test_configs import FAST
 

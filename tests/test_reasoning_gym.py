@@ -198,7 +198,7 @@ def test_bad_settings_fail_in_one_line(kwargs, message):
 
 
 def test_the_cli_prints_the_one_line_error(tmp_path, capsys):
-    from lit_reason.cli import main
+    from lit_reason.app.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(["fit", "--model=GRPO", "--data=ReasoningGymDataModule", "--data.tasks=[basic_arithmatic]",
@@ -264,7 +264,7 @@ def test_metric_groups_name_tasks_categories_and_levels():
 def test_one_step_fit_of_the_mixed_config_logs_accuracy_per_task_of_both_suites(tmp_path):
     """The shipped Enigmata + reasoning-gym config, shrunk to 1 eval item per task: one train step,
     one validation, and val/acc per task and category of both sources in the CSV log."""
-    from lit_reason.cli import main
+    from lit_reason.app.cli import main
 
     cfg = yaml.safe_load(MIXED.read_text())
     for source in cfg["data"]["init_args"]["sources"]:

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from lit_reason.answer import MAX_COMPLETION_CHARS, count_answer_blocks, extract_answer, format_answer
-from lit_reason.optim import build_optimizer, build_scheduler, lr_multiplier
-from lit_reason.rewards import answer_format, compute_rewards, resolve_reward
+from lit_reason.tasks.answer import MAX_COMPLETION_CHARS, count_answer_blocks, extract_answer, format_answer
+from lit_reason.utils.optim import build_optimizer, build_scheduler, lr_multiplier
+from lit_reason.tasks.rewards import answer_format, compute_rewards, resolve_reward
 
 
 def half_or_none(problem, completion, score):

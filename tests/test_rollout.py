@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lit_reason.rollout import RolloutEngine, SamplingConfig, filter_logits, positions_from_mask
-from lit_reason.tokenizer import build_char_tokenizer
+from lit_reason.models.tokenizer import build_char_tokenizer
 
 
 class ScriptedCache:
@@ -138,7 +138,7 @@ def test_seeded_sampling_is_reproducible_and_seed_sensitive(tiny_policy):
 
 def test_sampling_logprobs_match_training_forward(tiny_policy):
     """The engine's log-probs equal a full no-cache forward over prompt + completion."""
-    from lit_reason.objectives import token_logps
+    from lit_reason.algorithms.objectives import token_logps
 
     model, tok = tiny_policy.model, tiny_policy.tokenizer
     engine = RolloutEngine(model, tok, SamplingConfig(max_new_tokens=10, temperature=0.7))

@@ -13,9 +13,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from lit_reason.objectives import token_logps
+from lit_reason.algorithms.objectives import token_logps
 from lit_reason.rollout import RolloutEngine, SamplingConfig, StaticCacheRolloutEngine, positions_from_mask
-from lit_reason.tokenizer import build_char_tokenizer
+from lit_reason.models.tokenizer import build_char_tokenizer
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINES = ["builtin", "static_cache", pytest.param("vllm", marks=[

@@ -11,8 +11,8 @@ from datamodules.base import ProblemDataModule, ProblemDataset
 from datamodules.toy import make_toy_problem
 from lit_reason.modules import GRPO, SFT
 from lit_reason.modules.sft import IGNORE, completion_loss, pack_example
-from lit_reason.policy import load_policy
-from lit_reason.problem import TextProblem
+from lit_reason.models.policy import load_policy
+from lit_reason.tasks.problem import TextProblem
 
 
 def test_pack_example_cuts_the_prompt_from_the_left_first():
@@ -70,7 +70,7 @@ def test_hparams_hold_sfts_values_and_grpos_settings():
 
 def test_builds_under_lightning_cli(tmp_path):
     """LightningCLI passes only SFT's arguments to save_hyperparameters; GRPO's code must still work."""
-    from lit_reason.cli import LitReasonCLI
+    from lit_reason.app.cli import LitReasonCLI
 
     cli = LitReasonCLI(args=["--model", "SFT", "--model.lr", "0.25", "--model.prompt_format", "plain",
                              "--data", "ToyDataModule", "--data.task", "add", "--trainer.logger", "false",

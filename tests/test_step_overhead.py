@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules import ToyDataModule
-from lit_reason import objectives as obj
+from lit_reason.algorithms import objectives as obj
 from lit_reason.modules import GRPO
 from lit_reason.rollout import RolloutEngine, SamplingConfig, cache_argument, output_cache
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_reason import objectives as obj
+from lit_reason.algorithms import objectives as obj
 
 trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer", reason="TRL is a test-only dependency (pip install trl)")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_reason import advantages as adv
-from lit_reason import objectives as obj
+from lit_reason.algorithms import advantages as adv
+from lit_reason.algorithms import objectives as obj
 
 pytest.importorskip("trl.trainer.grpo_trainer", reason="TRL is a test-only dependency (pip install trl)")
 

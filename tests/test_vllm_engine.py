@@ -172,7 +172,7 @@ SMOLLM = os.path.expanduser(os.path.join(os.environ.get("LIT_REASON_CACHE", "~/.
 @pytest.mark.skipif(not os.path.isdir(SMOLLM), reason="the converted SmolLM2-135M-Instruct is not in the cache (make model)")
 def test_real_model_samples_with_the_trainers_logprobs():
     """SmolLM2-135M-Instruct: vLLM's sampler log-probs at T=0.7 match the HF forward."""
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
     from lit_reason.rollout import SamplingConfig, positions_from_mask
     from lit_reason.rollout.vllm_engine import VLLMRolloutEngine
 

@@ -119,7 +119,7 @@ def test_fsdp2_fit_gathers_each_parameter_into_each_rank_engine(model_dir, tmp_p
 @pytest.mark.vllm
 def test_fsdp1_fit_under_lightning_equals_ddp(model_dir, tmp_path, ddp_ranks):
     """The same GRPO fit under Lightning's FSDPStrategy (forced onto CPU, a unit per decoder layer as
-    configs/scale/fsdp.yaml): the backward inside the root unit's forward works (lit_reason.fsdp1),
+    configs/scale/fsdp.yaml): the backward inside the root unit's forward works (lit_reason.strategies.fsdp1),
     every rank's engine follows, and the weights are DDP's."""
     ranks = run_ranks([sys.executable, str(WORKER), "fsdp1_fit", str(model_dir), str(tmp_path)], tmp_path)
     check_grpo_fit(ranks)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import torch
 
-from lit_reason import objectives as obj
+from lit_reason.algorithms import objectives as obj
 
 TOL = 1e-5
 B, T, G = 6, 7, 3
@@ -94,7 +94,7 @@ def tiny_trainer(trainer_cls, config_cls, tmp_path_factory, **config):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny")

@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from lit_reason.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
-from lit_reason.problem import safe_score
+from lit_reason.tasks.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
+from lit_reason.tasks.problem import safe_score
 
 DIFFICULTIES = ("easy", "medium", "hard")
 #: ``full``: the Enigmata prompt (rules, instance, answer format, answer instruction).

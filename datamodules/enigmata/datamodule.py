@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from datamodules.base import ProblemDataModule, ProblemDataset
 from datamodules.enigmata import base
 from datamodules.enigmata.base import DIFFICULTIES, Puzzle
-from lit_reason.metrics import problem_groups
+from lit_reason.tasks.metrics import problem_groups
 
 #: Stage keys a ``stages`` entry may use.
 STAGE_KEYS = ("name", "tasks", "categories", "weights", "balance", "difficulty", "steps", "until_accuracy")
@@ -442,7 +442,7 @@ class EnigmataDataModule(ProblemDataModule):
         return ProblemDataset.from_items(items) if items else None
 
     def metric_groups(self) -> list[str]:
-        """Every group name :func:`lit_reason.metrics.problem_groups` yields for this module's
+        """Every group name :func:`lit_reason.tasks.metrics.problem_groups` yields for this module's
         items: the eval items' groups plus task / category / difficulty groups of the train tasks."""
         groups = [f"task/{n}" for n in self.universe]
         groups += [f"category/{c}" for c in category_order() if any(base.TASKS[n].category == c for n in self.universe)]

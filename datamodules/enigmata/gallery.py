@@ -109,7 +109,7 @@ def markdown(seed: int = 0) -> str:
         "- **Eval split**: `eval_per_task` items per task x difficulty from negative seeds (train seeds are",
         "  non-negative), the same for every run; a train draw whose prompt equals an eval prompt is",
         "  re-drawn, so train and eval never share a puzzle. `metric_groups()` names the task / category /",
-        "  difficulty groups for `lit_reason.metrics.GroupedAccuracy`.",
+        "  difficulty groups for `lit_reason.tasks.metrics.GroupedAccuracy`.",
         "- **Compact prompts** (`prompt_style: compact`; sudoku, sudoku2, magic_square): the task name and",
         "  the bare grid, no rule text, same instance / answer / verifier. For tiny models trained on a few",
         "  tasks (the quickstart): a 2-layer character-level model learns 4x4 sudoku from the ~40-character",

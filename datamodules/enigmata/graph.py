@@ -18,7 +18,7 @@ from datamodules.enigmata.search_parsing import (
     parse_int_sequence,
     parse_word_sequence,
 )
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 # --------------------------------------------------------------------------------------------
 # Hamiltonian cycle / path

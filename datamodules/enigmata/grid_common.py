@@ -139,6 +139,6 @@ def grid_corruptions(body: str, rng, alphabet: list[str]) -> list[str]:
 
 def gold_body(puzzle) -> str:
     """The answer body of a generated puzzle's gold completion."""
-    from lit_reason.answer import extract_answer
+    from lit_reason.tasks.answer import extract_answer
 
     return extract_answer(puzzle.answer) or ""

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from datamodules.enigmata import base
 from datamodules.enigmata.base import DIFFICULTIES, PROMPT_STYLES, Puzzle
 from datamodules.enigmata.datamodule import build_eval_items, prompt_hash, select_tasks
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 #: Columns of every row (``prompt`` is text or chat messages, see ``prompt_format``).
 COLUMNS = ("prompt", "answer", "task", "category", "difficulty", "seed", "knobs", "prompt_style", "metadata")

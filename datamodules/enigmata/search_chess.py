@@ -15,7 +15,7 @@ import random
 import chess
 
 from datamodules.enigmata.base import Task, register
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 MAX_MOVE_CHARS = 12
 EXTRA_PIECES = (chess.PAWN, chess.PAWN, chess.KNIGHT, chess.BISHOP, chess.ROOK)

@@ -14,7 +14,7 @@ from collections import deque
 
 from datamodules.enigmata.base import Task, register
 from datamodules.enigmata.search_parsing import parse_symbol_grid
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 

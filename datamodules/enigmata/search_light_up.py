@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datamodules.enigmata.base import Task, register
 from datamodules.enigmata.search_parsing import format_coordinates, parse_coordinates
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 ORTHOGONAL = ((1, 0), (-1, 0), (0, 1), (0, -1))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datamodules.enigmata.base import Task, register
 from datamodules.enigmata.search_parsing import format_coordinates, parse_coordinates
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 
 def neighbours(n: int, r: int, c: int) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datamodules.enigmata.base import Task, register
 from datamodules.enigmata.search_parsing import parse_symbol_grid
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 
 class _UnionFind:

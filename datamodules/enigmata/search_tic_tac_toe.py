@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from datamodules.enigmata.base import Task, register
 from datamodules.enigmata.search_parsing import format_coordinates, parse_coordinates
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 from datamodules.enigmata.base import NO_SOLUTION, Puzzle, Task, register, says_no_solution
 from datamodules.enigmata.sequential_cars import colour_changes, max_displacement, optimal_order

@@ -26,7 +26,7 @@ from datamodules.base import ProblemDataModule, ProblemDataset
 from datamodules.enigmata.datamodule import Mix, Stage, prompt_hash
 from datamodules.reasoning_gym import tasks as rg_tasks
 from datamodules.reasoning_gym.problem import ReasoningGymProblem
-from lit_reason.metrics import problem_groups
+from lit_reason.tasks.metrics import problem_groups
 
 #: Eval items use indices below this, train items indices from here to ``tasks.INDEX_LIMIT``
 #: (item keys never meet).
@@ -321,7 +321,7 @@ class ReasoningGymDataModule(ProblemDataModule):
         return ProblemDataset.from_items(items) if items else None
 
     def metric_groups(self) -> list[str]:
-        """Group names of :func:`lit_reason.metrics.problem_groups` for this module's items."""
+        """Group names of :func:`lit_reason.tasks.metrics.problem_groups` for this module's items."""
         groups = [f"task/{self.prefix}{n}" for n in self.names]
         groups += [f"category/{self.prefix}{c}" for c in dict.fromkeys(self.categories.values())]
         top = max((rg_tasks.max_level(n) or 0 for n in self.names), default=0)

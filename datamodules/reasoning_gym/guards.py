@@ -21,7 +21,7 @@ import builtins
 import importlib
 from typing import Any, Callable
 
-#: Longest text a guard hands on (answers are already bounded by lit_reason.answer.MAX_ANSWER_CHARS).
+#: Longest text a guard hands on (answers are already bounded by lit_reason.tasks.answer.MAX_ANSWER_CHARS).
 MAX_EXPRESSION_CHARS = 8_192
 
 #: task -> (module, name, kind): the evaluating callables each scorer reaches, as reviewed.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lit_reason.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
-from lit_reason.problem import safe_score
+from lit_reason.tasks.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
+from lit_reason.tasks.problem import safe_score
 
 
 def make_prompt(question: str) -> str:

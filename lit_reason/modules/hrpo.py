@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from lit_reason.hybrid import HybridGate, hybrid_inputs_embeds
+from lit_reason.algorithms.hybrid import HybridGate, hybrid_inputs_embeds
 from lit_reason.rollout.latent import LATENTS, MIX, HybridRolloutEngine
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions_from_mask

@@ -4,7 +4,7 @@ Only the reward and advantage steps of the GRPO flow change:
   * :meth:`old_policy_pass` scores every completion's self-certainty (per token
     ``KL(U || softmax(z / T))``, averaged over the completion) from the same no-grad forward that
     gives the old (and reference) log-probs (``GRPO.completion_scores``: chunked over the head, or
-    :func:`lit_reason.objectives.self_certainty` on full logits), so it is computed ONLINE from the
+    :func:`lit_reason.algorithms.objectives.self_certainty` on full logits), so it is computed ONLINE from the
     policy being trained and costs no extra forward. It runs even when GRPO needs no old log-probs
     (mu = 1, no minibatches).
   * :meth:`compute_rewards` gathers the sources: ``self_certainty`` plus any verifiable reward
@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from lit_reason.advantages import estimate_advantages
+from lit_reason.algorithms.advantages import estimate_advantages
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import Rollout
 
@@ -50,7 +50,7 @@ def split_reward_sources(rewards: dict[str, float] | None) -> tuple[float, dict[
 def summed_group_advantages(sources: dict[str, Tensor], weights: dict[str, float], group_size: int,
                             scale: str = "group", estimator: str = "grpo") -> Tensor:
     """``sum_k w_k * advantages(r_k)`` over the sources with a non-zero weight, each source's by
-    ``estimator`` (lit_reason.advantages; ``grpo`` = group-normalised).
+    ``estimator`` (lit_reason.algorithms.advantages; ``grpo`` = group-normalised).
 
     A NaN (abstained) reward gets advantage 0 from its own source only.
     """

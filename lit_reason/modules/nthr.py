@@ -7,8 +7,8 @@ Data flow inside one training step:
     ``[B, T, S_max]`` float32 (never a float32 ``[T, V]``: with the chunked head only the S columns'
     logits are formed, from the normaliser the log-prob pass already computed).
   * :meth:`compute_rewards` records which completions are correct (score >= 1) in ``old``.
-  * :meth:`token_weights` runs :func:`lit_reason.nthr.group_token_weights` group by group.
-The math is in :mod:`lit_reason.nthr`.
+  * :meth:`token_weights` runs :func:`lit_reason.algorithms.nthr.group_token_weights` group by group.
+The math is in :mod:`lit_reason.algorithms.nthr`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from lit_reason import nthr
-from lit_reason import objectives as obj
-from lit_reason.lm_head import restricted_probs_from_head
+from lit_reason.algorithms import nthr
+from lit_reason.algorithms import objectives as obj
+from lit_reason.algorithms.lm_head import restricted_probs_from_head
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import Rollout
 

@@ -21,9 +21,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 
-from lit_reason import objectives as obj
-from lit_reason.lm_head import chunked_head_stats, final_hidden_states, split_causal_lm
-from lit_reason.lora import LoraSettings, lora_hparams
+from lit_reason.algorithms import objectives as obj
+from lit_reason.algorithms.lm_head import chunked_head_stats
+from lit_reason.models.causal_lm import final_hidden_states, split_causal_lm
+from lit_reason.models.lora import LoraSettings, lora_hparams
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import positions_from_mask
 
@@ -58,7 +59,7 @@ def completion_loss(logits: Tensor, labels: Tensor, chunk_size: int = 1024) -> t
 def chunked_completion_loss(hidden: Tensor, head: torch.nn.Linear, labels: Tensor, chunk_size: int = 1024,
                             fp32: bool = False) -> tuple[Tensor, Tensor]:
     """:func:`completion_loss` from the final hidden states ``[B, S, H]`` and the LM head, on the
-    scored positions only and a chunk at a time (lit_reason.lm_head): no ``[B, S, V]`` logits."""
+    scored positions only and a chunk at a time (lit_reason.algorithms.lm_head): no ``[B, S, V]`` logits."""
     targets = labels[:, 1:]
     scored = targets != IGNORE
     count = scored.sum()
@@ -88,7 +89,7 @@ class SFT(GRPO):
         export_dir: where ``save_pretrained`` writes the policy and tokenizer after ``fit``
             (None: no export). Load it with ``model: <export_dir>`` in a GRPO config.
         sampling_seed: base seed of evaluation sampling (only used when ``val_temperature > 0``).
-        lora: LoRA adapters (as in GRPO, see lit_reason.lora); ``export`` then writes the adapter.
+        lora: LoRA adapters (as in GRPO, see lit_reason.models.lora); ``export`` then writes the adapter.
         chunked_lm_head, logprob_chunk_size, cast_lm_head_to_fp32: as in GRPO; by default the loss
             comes from the hidden states and the head in chunks of answer tokens (no ``[B, S, V]`` logits).
     """
@@ -222,7 +223,7 @@ class SFT(GRPO):
         """Write the policy and its tokenizer with ``save_pretrained`` (loadable by ``load_policy``).
         With LoRA: the adapter, and the merged model in ``<directory>/merged`` (the one to load)."""
         if self.lora is not None:
-            from lit_reason.export import save_lora_policy, save_merged_policy
+            from lit_reason.models.export import save_lora_policy, save_merged_policy
 
             weights = {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
             save_lora_policy(self.policy, self.tokenizer, directory, state_dict=weights)

@@ -2,10 +2,10 @@
 
 Sharded weights change four things in a GRPO step, and nothing else:
   * FSDP1 runs the whole step inside its root unit's forward, where it refuses a backward and
-    reshards after one (lit_reason.fsdp1): :meth:`StrategyHooks.manual_backward` and
+    reshards after one (lit_reason.strategies.fsdp1): :meth:`StrategyHooks.manual_backward` and
     :meth:`StrategyHooks._enter_fsdp1_root`;
   * ModelParallelStrategy means FSDP2, applied per decoder layer in :meth:`configure_model`
-    (lit_reason.fsdp2);
+    (lit_reason.strategies.fsdp2);
   * every rank must take the same number of decode steps, since each forward gathers weights
     together (:meth:`_decode_in_lockstep`);
   * gradient norms and clipping must see every shard; DeepSpeed clips in its own ``step()``.
@@ -21,9 +21,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_reason.deepspeed_clipping import set_deepspeed_gradient_clipping
-from lit_reason.fsdp1 import backward_in_root_forward, enter_root_forward, fsdp1_root
-from lit_reason.fsdp2 import all_ranks_done_on, full_norm, shard_causal_lm, unsharded_trainable
+from lit_reason.strategies.deepspeed_clipping import set_deepspeed_gradient_clipping
+from lit_reason.strategies.fsdp1 import backward_in_root_forward, enter_root_forward, fsdp1_root
+from lit_reason.strategies.fsdp2 import all_ranks_done_on, full_norm, shard_causal_lm, unsharded_trainable
 from lit_reason.rollout import RolloutEngine
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
 
@@ -41,14 +41,14 @@ class StrategyHooks(L.LightningModule):
 
     def _enter_fsdp1_root(self) -> None:
         """Under FSDP1, the root unit's weights (embeddings, norm, head) gathered for a forward: a
-        backward earlier in the same step resharded them (lit_reason.fsdp1)."""
+        backward earlier in the same step resharded them (lit_reason.strategies.fsdp1)."""
         root = self._fsdp1_root()
         if root is not None:
             enter_root_forward(root)
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Lightning's, with FSDP1's root-unit pre-backward run first: under FSDPStrategy the
-        step runs inside the root's forward, where FSDP1 alone refuses a backward (lit_reason.fsdp1)."""
+        step runs inside the root's forward, where FSDP1 alone refuses a backward (lit_reason.strategies.fsdp1)."""
         root = self._fsdp1_root()
         if root is None:
             return super().manual_backward(loss, *args, **kwargs)
@@ -57,7 +57,7 @@ class StrategyHooks(L.LightningModule):
     def configure_model(self) -> None:
         """Under Lightning's ``ModelParallelStrategy``: FSDP2 over its data-parallel mesh, each
         decoder layer one unit, then the policy root, and the same for a frozen reference copy
-        (lit_reason.fsdp2). Choosing that strategy is the switch (``configs/scale/fsdp2.yaml``);
+        (lit_reason.strategies.fsdp2). Choosing that strategy is the switch (``configs/scale/fsdp2.yaml``);
         any other strategy leaves the modules as they are. Idempotent: Lightning may call this
         again (validate / test after fit)."""
         from lightning.pytorch.strategies import ModelParallelStrategy
@@ -114,7 +114,7 @@ class StrategyHooks(L.LightningModule):
         """Clip by global norm. Under FSDP1 through the FSDP root's own ``clip_grad_norm_`` (it sees
         every shard), because Lightning's FSDP precision plugin refuses clipping by norm; under
         DeepSpeed not here: its engine clips in ``step()`` from the config's ``gradient_clipping``,
-        which :meth:`_setup_strategy` set to ``max_grad_norm`` (lit_reason.deepspeed_clipping);
+        which :meth:`_setup_strategy` set to ``max_grad_norm`` (lit_reason.strategies.deepspeed_clipping);
         elsewhere through Lightning."""
         from lightning.pytorch.strategies import DeepSpeedStrategy
         from torch.distributed.fsdp import FullyShardedDataParallel

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from lit_reason.hybrid import HybridGate, latent_from_logits
+from lit_reason.algorithms.hybrid import HybridGate, latent_from_logits
 from lit_reason.rollout.contract import Rollout, SamplingConfig
 from lit_reason.rollout.kv_cache import RolloutEngine
 from lit_reason.rollout.stop_strings import StopStringMatcher

@@ -31,8 +31,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from lit_reason.policy import _declares_generic_tokenizer
-from lit_reason.rng import collect_rng_states, set_rng_states
+from lit_reason.models.policy import _declares_generic_tokenizer
+from lit_reason.utils.rng import collect_rng_states, set_rng_states
 from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids
 from lit_reason.rollout.stop_strings import StopStringMatcher
 from lit_reason.rollout.weight_sync import inference_weights
@@ -345,7 +345,7 @@ def build_vllm_session(model: torch.nn.Module, tokenizer, options: VLLMOptions |
                        seed: int = 0, weights_root: Callable[[], torch.nn.Module | None] | None = None) -> VLLMSession:
     """Every check that can fail before training (vLLM importable and supported, the model loadable,
     lengths, sleep mode), then a session that starts vLLM at the first rollout."""
-    from lit_reason.config_dataclass import parse_config
+    from lit_reason.utils.config_dataclass import parse_config
 
     options = parse_config(VLLMOptions, options, "model.vllm") or VLLMOptions()
     on_cuda = torch.cuda.is_available()

@@ -19,7 +19,7 @@ from torch.utils.data import DistributedSampler
 from datamodules.enigmata import base
 from datamodules.enigmata.base import Task
 from datamodules.enigmata.datamodule import EnigmataDataModule, Mix, mix_weights, prompt_hash
-from lit_reason.metrics import GroupedAccuracy, problem_groups
+from lit_reason.tasks.metrics import GroupedAccuracy, problem_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 

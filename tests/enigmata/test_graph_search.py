@@ -15,7 +15,7 @@ from datamodules.enigmata.graph import hamiltonian_exists
 from datamodules.enigmata.search_chess import mating_moves
 from datamodules.enigmata.search_parsing import parse_coordinates, parse_int_sequence, parse_symbol_grid
 from datamodules.enigmata.search_tic_tac_toe import optimal_moves
-from lit_reason.answer import format_answer
+from lit_reason.tasks.answer import format_answer
 
 GRAPH = ["hamiltonian_cycle", "hamiltonian_path", "natural_language_navigation", "maze"]
 SEARCH = ["hitori", "kakurasu", "minesweeper", "light_up", "slant", "checkmate_in_one", "tic_tac_toe"]

@@ -114,7 +114,7 @@ def test_a_real_grpo_trainer_passes_our_columns_to_the_reward(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig
 
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
 
     torch.manual_seed(0)
     policy = load_policy("tiny")

@@ -6,7 +6,7 @@ import pytest
 
 from datamodules.enigmata import NO_SOLUTION, TASKS
 from datamodules.enigmata.base import says_no_solution
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 #: Every task whose generator emits unsolvable items (the gold body is NO_SOLUTION).
 UNSOLVABLE_TASKS = ["game24", "hamiltonian_cycle", "hamiltonian_path", "maze", "eight_puzzle", "fifteen_puzzle", "nine_puzzle", "stack_permutation"]

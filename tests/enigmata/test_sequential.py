@@ -23,7 +23,7 @@ from datamodules.enigmata.sequential_moves import (
     sliding_solvable,
 )
 from datamodules.enigmata.sequential_stack import run_operations, solve
-from lit_reason.answer import format_answer
+from lit_reason.tasks.answer import format_answer
 
 
 

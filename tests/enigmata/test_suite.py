@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from lit_reason.answer import format_answer
+from lit_reason.tasks.answer import format_answer
 
 from datamodules.enigmata import CATEGORIES, DIFFICULTIES, NO_SOLUTION, TASKS
-from lit_reason.answer import extract_answer
+from lit_reason.tasks.answer import extract_answer
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = [(name, level) for name in TASKS for level in DIFFICULTIES]

@@ -1,6 +1,6 @@
 """The main job: from a random-init tiny model to a measurably better puzzle solver, offline, on CPU.
 
-    python -m lit_reason.quickstart [--method grpo|intuitor] [--seeds 0 1 2] [--out runs/quickstart]
+    python -m lit_reason.app.quickstart [--method grpo|intuitor] [--seeds 0 1 2] [--out runs/quickstart]
 
 Per seed, every phase is one ``lit-reason`` run of a YAML config in ``configs/quickstart/``:
 
@@ -73,7 +73,7 @@ def seed_mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
 # --------------------------------------------------------------------------- one run of the CLI
 def run_cli(args: list[str]):
     """One ``lit-reason`` run in this process; returns the LightningCLI (trainer, model, datamodule)."""
-    from lit_reason.cli import LitReasonCLI
+    from lit_reason.app.cli import LitReasonCLI
 
     print("\n$ lit-reason " + " ".join(args), flush=True)
     saved, sys.argv = sys.argv, sys.argv[:1]  # the quickstart's own flags are not the CLI's (Lightning warns if both are set)
@@ -90,7 +90,7 @@ def run_cli_in_subprocess(args: list[str], root: Path) -> int:
     import subprocess
 
     print("\n$ lit-reason " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "lit_reason.cli", *args], check=True)
+    subprocess.run([sys.executable, "-m", "lit_reason.app.cli", *args], check=True)
     logs = sorted(root.glob("lightning_logs/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
     if not logs:
         return 0
@@ -281,7 +281,7 @@ def write_report(out: Path, results: list[SeedResult], method: str, argv: list[s
 
     first = results[0]
     lines = [f"# Quickstart: SFT warm-up, then {method.upper()}, measured on the held-out split", "",
-             f"Command: `python -m lit_reason.quickstart {' '.join(argv)}`".rstrip(), "",
+             f"Command: `python -m lit_reason.app.quickstart {' '.join(argv)}`".rstrip(), "",
              f"Total wall time: {total_seconds / 60:.1f} min (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}).", "",
              "## Held-out accuracy (greedy)", "", *results_table(results, method), "",
              "Gain = after minus before on the same items; its 95 % interval is a normal interval over the paired "
@@ -324,7 +324,7 @@ def write_report(out: Path, results: list[SeedResult], method: str, argv: list[s
 
 # --------------------------------------------------------------------------- entry point
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m lit_reason.quickstart", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lit_reason.app.quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", choices=METHODS, default="grpo", help="RL method after the warm-up (default grpo)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pipeline per seed (default: 0)")
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
@@ -354,9 +354,9 @@ def phase_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> list[SeedResult]:
-    from lit_reason.quiet import quiet_known_warnings
+    from lit_reason.utils.quiet import quiet_known_warnings
 
-    quiet_known_warnings()  # the known-harmless library messages only (lit_reason/quiet.py)
+    quiet_known_warnings()  # the known-harmless library messages only (lit_reason/utils/quiet.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     config_dir = Path(args.config_dir)

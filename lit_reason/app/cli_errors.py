@@ -35,8 +35,8 @@ def one_line_error(exc: BaseException) -> str | None:
     """The one-line message for bad input somewhere in ``exc``'s chain, or None (a real error)."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from lit_reason.policy import PolicyLoadError
-    from lit_reason.pretrained import BuiltinModelError
+    from lit_reason.models.policy import PolicyLoadError
+    from lit_reason.models.pretrained import BuiltinModelError
 
     chain = list(_chain(exc))
     for err in chain:

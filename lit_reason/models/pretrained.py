@@ -123,7 +123,7 @@ def _convert(gguf: Path, target: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lit_reason.pretrained [NAME ...]``: convert built-in models now (set-up step)."""
+    """``python -m lit_reason.models.pretrained [NAME ...]``: convert built-in models now (set-up step)."""
     names = (sys.argv[1:] if argv is None else argv) or list(BUILTIN_MODELS)
     for name in names:
         if name not in BUILTIN_MODELS:

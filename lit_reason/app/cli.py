@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 import callbacks  # noqa: F401  (registers callback classes for short names)
 import datamodules  # noqa: F401  (registers DataModules for short names)
 import lit_reason.modules  # noqa: F401  (registers modules for short names)
-from lit_reason.cli_errors import one_line_error
+from lit_reason.app.cli_errors import one_line_error
 
 SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
 
@@ -74,19 +74,19 @@ class LitReasonCLI(LightningCLI):
 def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    from lit_reason.quiet import quiet_known_warnings
+    from lit_reason.utils.quiet import quiet_known_warnings
 
-    quiet_known_warnings()  # the known-harmless library messages only (lit_reason/quiet.py)
+    quiet_known_warnings()  # the known-harmless library messages only (lit_reason/utils/quiet.py)
     if argv and argv[0] == "gallery":
         from datamodules.enigmata.gallery import main as gallery_main
 
         raise SystemExit(gallery_main(argv[1:]))
     if argv and argv[0] == "export":
-        from lit_reason.export import main as export_main
+        from lit_reason.app.export import main as export_main
 
         raise SystemExit(export_main(argv[1:]))
     if argv and argv[0] == "evaluate":
-        from lit_reason.evaluate import main as evaluate_main
+        from lit_reason.app.evaluate import main as evaluate_main
 
         raise SystemExit(evaluate_main(argv[1:]))
     try:  # exit_on_error=False: parse errors are raised (not printed as a usage dump) and end up below

@@ -24,8 +24,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from lit_reason.objectives import zero_std_groups
+from lit_reason.algorithms.objectives import zero_std_groups
 from lit_reason.rollout import Rollout
+from lit_reason.rollout_step.contract import ScoredRollout
+from lit_reason.rollout_step.sampling import SampleNow
+from lit_reason.tasks.rewards import ScoredCompletions
 
 
 _REFILL_SALT = 0x0DA9  # keeps refill draws apart from any other generator seeded from (seed, step, rank)
@@ -150,3 +153,73 @@ def step_metrics(filled: FilledBatch, batch_size: int, generated_rewards: Sequen
         "dynamic_sampling/total_generated_groups": float(totals["generated_groups"]),
         "dynamic_sampling/total_kept_groups": float(totals["kept_groups"]),
     }
+
+
+# --------------------------------------------------------------------------- the rollout step
+class DynamicSampling(SampleNow):
+    """``model.dynamic_sampling``: the batch's rollout (attempt 0 is exactly :class:`SampleNow`'s),
+    refilled with rollouts of extra problems until it holds ``len(batch)`` informative groups or
+    ``max_resample_batches`` refills are spent. Every completion is scored once; the kept rows
+    keep their scores. ``totals`` (groups generated and kept, summed over ranks) are checkpointed."""
+
+    def __init__(self, max_resample_batches: int) -> None:
+        self.max_resample_batches = max_resample_batches
+        self.totals = {"generated_groups": 0, "kept_groups": 0}
+
+    def __call__(self, module: Any, batch: list[Any]) -> ScoredRollout:
+        G = module.hparams.num_generations
+        draws: list[ScoredRollout] = []
+        generated_rewards: list[Tensor] = []
+
+        def draw(attempt: int) -> tuple[list[Any], Rollout, Tensor]:
+            problems = list(batch) if attempt == 0 else self.refill_problems(module, len(batch), attempt)
+            drawn = self.sample(module, problems, salt=100 + attempt if attempt else 0)
+            draws.append(drawn)
+            needs_old = module.rewards_need_old_pass  # Intuitor's reward comes from the no-grad pass
+            old = module.old_policy_pass(drawn.rollout, need_old=False, need_ref=False) if needs_old else {}
+            rewards, _ = module.compute_rewards(drawn.rows, drawn.rollout, drawn.scored, old)
+            generated_rewards.append(rewards)
+            return problems, drawn.rollout, rewards
+
+        filled = fill_informative_groups(draw, len(batch), G, self.max_resample_batches, module.tokenizer.pad_token_id)
+        kept = ScoredCompletions.concat([draws[a].scored.select(range(g * G, (g + 1) * G)) for a, g in filled.sources])
+        counts = torch.tensor([filled.generated_groups, filled.kept_groups], dtype=torch.float64, device=module.device)
+        trainer = getattr(module, "_trainer", None)
+        if trainer is not None and trainer.world_size > 1:  # totals over all ranks: rank 0 checkpoints them
+            counts = trainer.strategy.reduce(counts, reduce_op="sum")
+        self.totals["generated_groups"] += int(counts[0])
+        self.totals["kept_groups"] += int(counts[1])
+        metrics = step_metrics(filled, len(batch), generated_rewards, self.totals)
+        return ScoredRollout(filled.problems, filled.rollout, kept, filled.trained_rows, metrics)
+
+    @staticmethod
+    def train_dataset(module: Any) -> Any:
+        trainer = getattr(module, "_trainer", None)
+        return getattr(trainer.train_dataloader if trainer is not None else None, "dataset", None)
+
+    def refill_problems(self, module: Any, count: int, attempt: int) -> list[Any]:
+        """The problems of refill ``attempt``: a pure function of (seed, step, rank, attempt)."""
+        dataset = self.train_dataset(module)
+        indices = refill_indices(len(dataset), count, module.sampling_seed_base(), module.global_step,
+                                 module.global_rank, attempt)
+        return [dataset[i] for i in indices]
+
+    def on_fit_start(self, module: Any) -> None:
+        strategy = module.trainer.strategy
+        stage = (getattr(strategy, "config", None) or {}).get("zero_optimization", {}).get("stage")
+        if type(strategy).__name__.startswith(("FSDP", "ModelParallel")) or stage == 3:
+            raise ValueError("model.dynamic_sampling needs full weights on every rank (DDP, DeepSpeed ZeRO-2): under "
+                             "FSDP / ZeRO-3 ranks generating different numbers of batches would wait on each other")
+
+    def on_train_start(self, module: Any) -> None:
+        """Refills index the training dataset: it must be a non-empty map-style one."""
+        dataset = self.train_dataset(module)
+        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__") or len(dataset) < 1:
+            raise ValueError("model.dynamic_sampling refills from the training dataset by index: it needs a non-empty "
+                             "map-style dataset (every ProblemDataModule has one)")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dynamic_sampling_totals": dict(self.totals)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.totals.update(state.get("dynamic_sampling_totals", {}))

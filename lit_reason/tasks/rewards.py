@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from lit_reason.answer import count_answer_blocks, extract_answer
+from lit_reason.tasks.answer import count_answer_blocks, extract_answer
 
 RewardFn = Callable[[Any, str, float], "float | None"]
 
@@ -64,6 +64,16 @@ class ScoredCompletions:
     scores: list[float]
     per_source: dict[str, torch.Tensor]
     row_errors: dict[str, dict[int, str]]
+
+    # it reads as the list of its scores, so code written for ``scores: list[float]`` takes it as is
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __iter__(self):
+        return iter(self.scores)
+
+    def __getitem__(self, row: int) -> float:
+        return self.scores[row]
 
     def total(self, weights: dict[str, float]) -> torch.Tensor:
         """Weighted sum of the sources per completion; NaN where every source abstained."""
@@ -114,6 +124,13 @@ def score_sources(reward_fns: dict[str, RewardFn], problems: list[Any], completi
             values.append(value)
         per_source[name] = torch.tensor(values, dtype=torch.float32)
     return ScoredCompletions(list(scores), per_source, row_errors)
+
+
+def score_completions(reward_fns: dict[str, RewardFn], problems: Sequence[Any],
+                      completions: Sequence[str]) -> ScoredCompletions:
+    """Each completion's ``problem.score`` (its verifier, run once) and every reward source on it."""
+    scores = [float(p.score(t)) for p, t in zip(problems, completions)]
+    return score_sources(reward_fns, list(problems), list(completions), scores)
 
 
 def compute_rewards(

@@ -4,10 +4,10 @@
     lit-reason evaluate --model runs/quickstart/seed0/grpo_policy -n 8 -k 4 --temperature 1.0
     lit-reason evaluate --model tiny --tasks maze game24 --difficulties easy -n 1
 
-Every task x difficulty gets N items of the fixed set (``lit_reason.benchmark``: version string
+Every task x difficulty gets N items of the fixed set (``lit_reason.app.benchmark``: version string
 and fingerprint printed with the results, so two runs are comparable when both match). Each item
 gets k completions from the project's rollout engine (greedy for k = 1, sampled otherwise), the
-prompt rendered as training renders it (``lit_reason.prompts``). Written to ``--out``:
+prompt rendered as training renders it (``lit_reason.tasks.prompts``). Written to ``--out``:
 ``results.md`` (tables per category x difficulty and per task; pass@k columns when k > 1),
 ``evaluate.png`` (bars per category and difficulty) and ``items.jsonl`` (every completion and score).
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from lit_reason.benchmark import BENCHMARK_VERSION, BenchmarkItem, Cell, ItemResult, build_benchmark, fingerprint, score_item, table
+from lit_reason.app.benchmark import BENCHMARK_VERSION, BenchmarkItem, Cell, ItemResult, build_benchmark, fingerprint, score_item, table
 
 #: ``complete(prompts, k) -> (texts, truncated)``: k completions per prompt, prompt-major.
 Completer = Callable[[Sequence[str], int], tuple[list[str], list[bool]]]
@@ -56,7 +56,7 @@ class PolicyCompleter:
     def __call__(self, prompts: Sequence[str], k: int) -> tuple[list[str], list[bool]]:
         import torch
 
-        from lit_reason.prompts import encode_prompt
+        from lit_reason.tasks.prompts import encode_prompt
 
         rows = [encode_prompt(self.tokenizer, p, self.prompt_format, self.max_prompt_length).ids for p in prompts for _ in range(k)]
         width = max(len(r) for r in rows)
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lit_reason.quiet import quiet_known_warnings
+    from lit_reason.utils.quiet import quiet_known_warnings
 
     quiet_known_warnings()
     args = build_parser().parse_args(argv)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from datamodules.enigmata import DIFFICULTIES
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
 
     if args.k < 1:
         raise ValueError(f"evaluate: -k must be >= 1, got {args.k}")
@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _prompt_format(tokenizer, prompt_format: str) -> str:
-    from lit_reason.prompts import uses_chat_template
+    from lit_reason.tasks.prompts import uses_chat_template
 
     rendered = "chat template" if uses_chat_template(tokenizer, "", prompt_format) else "plain text"
     return rendered if prompt_format != "auto" else f"auto ({rendered})"

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import torch
 
-from lit_reason.policy import PRESETS
+from lit_reason.models.policy import PRESETS
 
 #: where the record of a slimmed checkpoint lives (under the module's own ``checkpoint["lit_reason"]``)
 RECORD = "lora_base"

@@ -8,7 +8,7 @@ Only the adapters train (HRPO's gate stays trainable too: it lives outside the p
 reference is the same network with its adapters switched off (:class:`AdaptersOff`), so ``beta > 0``
 costs no second copy of the model. ``load_in_4bit`` stores the frozen base in 4-bit NF4 weights
 (bitsandbytes, QLoRA); it needs a CUDA GPU. Export writes the adapter and, on request, the merged
-model (:func:`lit_reason.export.save_policy`).
+model (:func:`lit_reason.models.export.save_policy`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lit_reason.config_dataclass import parse_config
+from lit_reason.utils.config_dataclass import parse_config
 
 PEFT_MISSING = "model.lora needs peft: pip install peft (or pip install 'lit-reason[lora]'), or unset model.lora to train all weights"
 
@@ -39,7 +39,7 @@ class LoraSettings:
         load_in_4bit: QLoRA: load the frozen base in 4-bit NF4 weights (bitsandbytes, CUDA only;
             the model must be a path or hub name, not a random-init preset).
         save_base: also write the frozen base into every checkpoint. By default a pretrained base
-            is left out and re-read on resume, checked by a fingerprint (lit_reason.lora_checkpoint).
+            is left out and re-read on resume, checked by a fingerprint (lit_reason.models.lora_checkpoint).
     """
 
     r: int = 16
@@ -132,7 +132,7 @@ def load_4bit_base(name_or_path: str, dtype: str, gradient_checkpointing: bool):
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from lit_reason.policy import (
+    from lit_reason.models.policy import (
         DTYPES,
         PRESETS,
         LoadedPolicy,
@@ -163,7 +163,7 @@ def load_4bit_base(name_or_path: str, dtype: str, gradient_checkpointing: bool):
 
 def load_lora_policy(name_or_path: str, dtype: str, gradient_checkpointing: bool, settings: LoraSettings):
     """``load_policy`` (or its 4-bit variant) with adapters applied: a ``LoadedPolicy`` whose model is a peft model."""
-    from lit_reason.policy import load_policy
+    from lit_reason.models.policy import load_policy
 
     require_peft()
     check_lora_device(settings)
@@ -209,7 +209,7 @@ def rebuild_on_cpu(name_or_path: str, dtype: str, settings: LoraSettings, state_
     """A fresh full-precision peft policy on CPU holding the trained weights of ``state_dict`` (the
     policy's full state dict). A QLoRA run's 4-bit base weights are not reused: its pretrained
     base is read again in ``dtype`` and only the adapter is copied, as for ``adapter_only`` (a
-    checkpoint saved without its base, lit_reason.lora_checkpoint)."""
+    checkpoint saved without its base, lit_reason.models.lora_checkpoint)."""
     from peft import set_peft_model_state_dict
 
     loaded = load_lora_policy(name_or_path, dtype, False, replace(settings, load_in_4bit=False))

@@ -1,6 +1,6 @@
 """Export the trained policy of a checkpoint as a Hugging Face model directory.
 
-    python -m lit_reason.export --ckpt runs/last.ckpt --out exported/   # then
+    lit-reason export --ckpt runs/last.ckpt --out exported/   # then (lit_reason.app.export)
     AutoModelForCausalLM.from_pretrained("exported/"); AutoTokenizer.from_pretrained("exported/")
 
 The module is not rebuilt: the policy is built from the checkpoint's ``model`` hyper-parameter
@@ -15,17 +15,15 @@ must be consolidated first (see docs/scaling.md). At the end of ``fit`` the same
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from typing import Any
 
 import torch
 
-from lit_reason.lora import LoraSettings, merged_model, rebuild_on_cpu
-from lit_reason.lora_checkpoint import RECORD, check_base
-from lit_reason.policy import DTYPES, load_policy
+from lit_reason.models.lora import LoraSettings, merged_model, rebuild_on_cpu
+from lit_reason.models.lora_checkpoint import RECORD, check_base
+from lit_reason.models.policy import DTYPES, load_policy
 
 POLICY_PREFIX = "policy."
 #: subdirectory of a LoRA export that holds the merged model
@@ -112,7 +110,7 @@ def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None, me
 def _export_lora(name: str, model_dtype: str, lora: LoraSettings, weights: dict[str, torch.Tensor], out_dir: str,
                  dtype: str | None, merged: bool, base: dict | None = None) -> str:
     """A LoRA checkpoint: a fresh CPU policy gets its weights; the adapter is saved, then merged.
-    ``base``: the record of a checkpoint saved without its base (lit_reason.lora_checkpoint)."""
+    ``base``: the record of a checkpoint saved without its base (lit_reason.models.lora_checkpoint)."""
     loaded = rebuild_on_cpu(name, model_dtype, lora, weights, adapter_only=base is not None)
     if base is not None and not lora.load_in_4bit:  # a 4-bit run's fingerprint is of its quantized base
         check_base(base, {POLICY_PREFIX + k: v for k, v in loaded.model.state_dict().items()}, name)
@@ -124,24 +122,3 @@ def _export_lora(name: str, model_dtype: str, lora: LoraSettings, weights: dict[
 
 def _tied_keys(model: Any) -> set[str]:
     return {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lit-reason export", description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True, help="a Lightning .ckpt written by lit-reason fit")
-    parser.add_argument("--out", required=True, help="output directory (config, weights, tokenizer)")
-    parser.add_argument("--dtype", default=None, help="cast the saved weights: float32 | bfloat16 | float16")
-    parser.add_argument("--merged", action="store_true",
-                        help="LoRA runs: also write the base with the adapter merged in, to OUT/merged")
-    args = parser.parse_args(argv)
-    try:
-        print(export_checkpoint(args.ckpt, args.out, args.dtype, merged=args.merged))
-    except (ValueError, FileNotFoundError) as err:
-        message = " ".join(str(err).split())  # one line, as the CLI prints bad input (lit_reason/cli_errors.py)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,7 +2,7 @@
 
 Rows are G consecutive completions per prompt; NaN marks a missing reward (a reward function
 returned None): it is left out of every mean and std and gets advantage 0, as in
-:func:`lit_reason.objectives.group_advantages`.
+:func:`lit_reason.algorithms.objectives.group_advantages`.
 
     grpo                    (r - mean_group) / scale            (objectives.group_advantages)
     rloo                    r - mean of the OTHER G-1 rewards   (RLOO; then optionally batch-whitened)
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_reason.objectives import group_advantages
+from lit_reason.algorithms.objectives import group_advantages
 
 ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
 #: the ``scale_rewards`` values each estimator accepts (None: the option is not used)

@@ -14,8 +14,8 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PretrainedConfig, PreTrainedModel,
                           PreTrainedTokenizerFast, Qwen2Config)
 
-from lit_reason.pretrained import BUILTIN_MODELS, BuiltinModelError, builtin_model_path
-from lit_reason.tokenizer import build_char_tokenizer
+from lit_reason.models.pretrained import BUILTIN_MODELS, BuiltinModelError, builtin_model_path
+from lit_reason.models.tokenizer import build_char_tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 

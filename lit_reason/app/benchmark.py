@@ -10,7 +10,7 @@ results with the same version but different fingerprints come from generators th
 ``BENCHMARK_VERSION`` must then be raised.
 
 The tables are pure functions of per-item (samples, correct) counts: per item the unbiased pass@k
-(``lit_reason.pass_at_k``), then the mean over the items of a cell, a task or a category.
+(``lit_reason.algorithms.pass_at_k``), then the mean over the items of a cell, a task or a category.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from lit_reason.pass_at_k import pass_at_k
+from lit_reason.algorithms.pass_at_k import pass_at_k
 
 #: Raise when a generator, a verifier or the seed scheme changes what the set holds or how it scores.
 BENCHMARK_VERSION = "enigmata-eval-v1"

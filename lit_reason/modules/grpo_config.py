@@ -1,0 +1,102 @@
+"""What the GRPO family checks in its settings before anything loads or trains, one line per bad
+value, and how long its LR schedule is (a run counts optimizer steps, several per rollout)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from lit_reason.algorithms import objectives as obj
+from lit_reason.algorithms.advantages import check_estimator
+from lit_reason.models.reference import check_ref_quantization
+from lit_reason.rollout.vllm_engine import ROLLOUT_ENGINES
+from lit_reason.tasks.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS
+from lit_reason.utils.optim import optimizer_steps_per_rollout, run_optimizer_steps
+
+
+def check_options(h: Any, module_name: str, own_engine: bool) -> None:
+    """Raise ``ValueError`` with one line naming the fix for the first bad setting in ``h``.
+    ``own_engine``: the module samples with an engine of its own (HRPO), which vLLM cannot run."""
+    checks = [
+        (h.num_generations >= 2, f"model.num_generations must be >= 2 (got {h.num_generations}): group advantages need a group"),
+        (h.loss_type in obj.LOSS_TYPES, f"model.loss_type={h.loss_type!r}: choose one of {obj.LOSS_TYPES}"),
+        (h.scale_rewards in obj.REWARD_SCALES, f"model.scale_rewards={h.scale_rewards!r}: choose one of {obj.REWARD_SCALES}"),
+        (h.num_iterations >= 1, f"model.num_iterations must be >= 1 (got {h.num_iterations})"),
+        (h.long_prompt in LONG_PROMPT_POLICIES, f"model.long_prompt={h.long_prompt!r}: choose 'truncate' or 'error'"),
+        (h.prompt_format in PROMPT_FORMATS, f"model.prompt_format={h.prompt_format!r}: choose auto, chat or plain"),
+        (h.val_num_samples >= 1, "model.val_num_samples must be >= 1"),
+        (h.logprob_chunk_size >= 1, f"model.logprob_chunk_size must be >= 1 (got {h.logprob_chunk_size})"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    check_ref_quantization(h.ref_quantization)
+    problem = algorithm_option_problem(h)
+    if problem is not None:
+        raise ValueError(problem)
+    engine = h.get("rollout_engine", "builtin")
+    if engine not in ROLLOUT_ENGINES:
+        raise ValueError(f"model.rollout_engine={engine!r}: choose one of {ROLLOUT_ENGINES}")
+    if engine == "vllm" and own_engine:
+        raise ValueError(f"model.rollout_engine=vllm: {module_name} samples with its own engine "
+                         "(vLLM cannot run it); set model.rollout_engine=builtin")
+    if h.ref_quantization is not None and h.get("lora") is not None:
+        raise ValueError("model.ref_quantization has no effect with model.lora (the reference is the base with the "
+                         "adapters off, no copy): unset ref_quantization; lora.load_in_4bit quantizes the base")
+
+
+def algorithm_option_problem(h: Any) -> str | None:
+    """GSPO / CISPO / estimators / token selection / dynamic sampling: the first bad value, if any."""
+    problem = check_estimator(h.advantage_estimator, h.scale_rewards)
+    if problem is None and h.importance_sampling_level not in obj.IMPORTANCE_SAMPLING_LEVELS:
+        problem = (f"model.importance_sampling_level={h.importance_sampling_level!r}: choose one of "
+                   f"{obj.IMPORTANCE_SAMPLING_LEVELS} (sequence = GSPO)")
+    if problem is None and h.loss_type == "cispo" and (h.eps_high is None or h.eps_high < 1.0):
+        problem = (f"model.loss_type=cispo caps the importance weight at model.eps_high (got {h.eps_high}): "
+                   "set eps_high >= 1, e.g. 5.0 as the reference trainer recommends")
+    if problem is None and not 0.0 <= h.top_entropy_quantile <= 1.0:
+        problem = f"model.top_entropy_quantile must be in [0, 1] (1 = every token; paper: 0.2), got {h.top_entropy_quantile}"
+    if problem is None and h.max_resample_batches < 0:
+        problem = f"model.max_resample_batches must be >= 0, got {h.max_resample_batches}"
+    return problem
+
+
+def check_batch_sizes(h: Any, batch_size: int | None) -> None:
+    """``minibatch_size`` and ``micro_batch_size`` must divide the rollout (``batch_size`` x G rows)."""
+    if batch_size is None:
+        return
+    rows = batch_size * h.num_generations
+    for name in ("minibatch_size", "micro_batch_size"):
+        size = getattr(h, name)
+        if size is not None and (size < 1 or rows % size):
+            raise ValueError(f"model.{name}={size} must divide the rollout batch data.batch_size x num_generations = {rows}")
+
+
+def schedule_length(trainer: Any, h: Any, warn: Callable[[str, str], None]) -> int:
+    """Length of the LR schedule: the optimizer steps this run will take, num_iterations x
+    minibatches per rollout (``trainer.max_steps`` counts optimizer steps; see lit_reason.utils.optim)."""
+    if trainer is None:
+        return 1
+    max_rollouts = float("inf")
+    if trainer.max_epochs is not None and trainer.max_epochs != -1:
+        _ = trainer.estimated_stepping_batches  # loads the train dataloader (Lightning's documented way)
+        if trainer.num_training_batches != float("inf"):
+            max_rollouts = trainer.num_training_batches * max(trainer.max_epochs, 1)
+    rows = 0
+    if h.minibatch_size:
+        batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+        batch = batch or getattr(trainer.train_dataloader, "batch_size", None)
+        if not batch:
+            raise ValueError("model.minibatch_size needs the rollout size: use a DataModule with a batch_size")
+        rows = batch * h.num_generations
+    per_rollout = optimizer_steps_per_rollout(rows, h.num_iterations, h.minibatch_size)
+    total = run_optimizer_steps(per_rollout, trainer.max_steps, max_rollouts)
+    if total == float("inf"):
+        if h.lr_schedule != "constant" or h.warmup_ratio:
+            raise ValueError(f"model.lr_schedule={h.lr_schedule!r} (or warmup_ratio) needs a run length: "
+                             "set trainer.max_steps (optimizer steps) or trainer.max_epochs")
+        return 1
+    if 0 <= trainer.max_steps < total:
+        warn("max_steps", f"trainer.max_steps={trainer.max_steps} counts optimizer steps and a rollout "
+             f"takes {per_rollout} (num_iterations x minibatches); the run stops after the rollout "
+             f"that reaches it, at {int(total)} steps: set a multiple of {per_rollout}")
+    return max(int(total), 1)
