@@ -19,21 +19,21 @@ from torch import Tensor
 from lit_reason.algorithms import objectives as obj
 from lit_reason.algorithms.advantages import estimate_advantages
 from lit_reason.models.lora import LoraSettings, check_lora_precision, load_lora_policy, lora_hparams
-from lit_reason.models.lora_checkpoint import can_slim, restore_base, slim_checkpoint, trained_keys
 from lit_reason.models.policy import load_policy
+from lit_reason.modules.checkpoint_state import CheckpointState
 from lit_reason.modules.evaluation import Evaluation
 from lit_reason.modules.grpo_config import check_batch_sizes, check_options, schedule_length
 from lit_reason.rollout import Rollout, SamplingConfig
 from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
 from lit_reason.rollout.vllm_engine import VLLMOptions
 from lit_reason.rollout_step import DynamicSampling, RolloutStep, SampleNow
-from lit_reason.tasks.rewards import ScoredCompletions, resolve_reward, score_sources
+from lit_reason.rollout_step.metrics import scored_rollout_metrics
+from lit_reason.tasks.rewards import ScoredCompletions, resolve_reward, score_sources, source_metrics
 from lit_reason.utils.config_dataclass import config_dict, parse_config
 from lit_reason.utils.optim import build_optimizer, build_scheduler
-from lit_reason.utils.rng import collect_rng_states, set_rng_states
 
 
-class GRPO(Evaluation):
+class GRPO(CheckpointState, Evaluation):
     """Group Relative Policy Optimization with the knobs of the reference trainer.
 
     Args:
@@ -181,7 +181,6 @@ class GRPO(Evaluation):
         self._warned: set[str] = set()
         self.total_tokens = 0
 
-
     # ------------------------------------------------------------------ parts
     def build_rollout_step(self) -> RolloutStep:
         """How a batch becomes a scored rollout: replace this (or ``self.rollout_step``) to sample
@@ -217,24 +216,6 @@ class GRPO(Evaluation):
     def on_train_start(self) -> None:
         self.rollout_step.on_train_start(self)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Global RNG states, the token counter and the rollout step's state, so a resumed run draws
-        what the uninterrupted one would have (the rollout generator is re-seeded from the step anyway)."""
-        checkpoint["lit_reason"] = {"rng_states": collect_rng_states(), "total_tokens": self.total_tokens,
-                                    **self.rollout_step.state_dict()}
-        if self.lora is not None and "state_dict" in checkpoint and self._trainer is not None and \
-                can_slim(self.hparams.model, self.trainer.strategy, self.lora.save_base):
-            slim_checkpoint(checkpoint, trained_keys(self), self.hparams.model)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "state_dict" in checkpoint:  # a LoRA checkpoint without its base gets the live one back
-            restore_base(checkpoint, self.state_dict(), self.hparams.model)
-        state = checkpoint.get("lit_reason") or {}
-        if "rng_states" in state:
-            set_rng_states(state["rng_states"])
-        self.rollout_step.load_state_dict(state)
-        self.total_tokens = int(state.get("total_tokens", self.total_tokens))
-
     def setup(self, stage: str) -> None:
         self._setup_strategy()
         if self.lora is not None and self._trainer is not None:
@@ -247,23 +228,17 @@ class GRPO(Evaluation):
         """``[B]`` rewards (NaN = abstained) and their metrics. Intuitor overrides this. ``scores``:
         the rollout step's ScoredCompletions (the sources already called), or plain scores."""
         scored = self.reward_sources(problems, rollout, scores)
-        total, per_source, errors = scored.total(self.reward_weights), scored.per_source, scored.errors()
-        for name, message in errors.items():
-            self._warn_once(f"reward:{name}", f"reward {name!r} raised ({message}); counted as 0 for that completion")
-        metrics = {}
-        for name, values in per_source.items():
-            metrics[f"rewards/{name}/mean"] = float(torch.nanmean(values)) if not torch.isnan(values).all() else 0.0
-            metrics[f"rewards/{name}/std"] = float(values[~torch.isnan(values)].std()) if (~torch.isnan(values)).sum() > 1 else 0.0
-            metrics[f"rewards/{name}/errors"] = float(name in errors)
-        return total.to(self.device), metrics
-
+        return scored.total(self.reward_weights).to(self.device), source_metrics(scored.per_source, scored.errors())
 
     def reward_sources(self, problems: Sequence[Any], rollout: Rollout, scores: Sequence[float]) -> ScoredCompletions:
         """What the reward sources said about each completion: ``scores`` itself when the rollout
-        step scored them (ScoredCompletions), else the sources called now on these scores."""
-        if isinstance(scores, ScoredCompletions):
-            return scores
-        return score_sources(self.reward_fns, list(problems), rollout.texts, list(scores))
+        step scored them (ScoredCompletions), else the sources called now. A source that raised is
+        named once in a warning (the row counts 0)."""
+        if not isinstance(scores, ScoredCompletions):
+            scores = score_sources(self.reward_fns, list(problems), rollout.texts, list(scores))
+        for name, message in scores.errors().items():
+            self._warn_once(f"reward:{name}", f"reward {name!r} raised ({message}); counted as 0 for that completion")
+        return scores
 
     def compute_advantages(self, rewards: Tensor, old: dict[str, Tensor]) -> Tensor:
         """``[B]`` advantages from the summed rewards. Intuitor overrides this to normalise each
@@ -287,7 +262,6 @@ class GRPO(Evaluation):
 
     def needs_old_pass(self) -> bool:
         return self.hparams.num_iterations > 1 or (self.hparams.minibatch_size is not None)
-
 
     # ------------------------------------------------------------------ the step
     def training_step(self, batch: list[Any], batch_idx: int) -> dict[str, Any]:
@@ -407,29 +381,13 @@ class GRPO(Evaluation):
 
     def log_step(self, rollout: Rollout, rewards: Tensor, scores: list[float], advantages: Tensor,
                  step_metrics: dict[str, float], reward_metrics: dict[str, float]) -> None:
-        G = self.hparams.num_generations
+        self.total_tokens += rollout.num_tokens
+        metrics = {**scored_rollout_metrics(rollout, rewards, self.hparams.num_generations),
+                   "num_tokens": float(self.total_tokens), **reward_metrics, **step_metrics}
+        bs, sync = len(rollout.texts), self.trainer.world_size > 1
         valid = ~torch.isnan(rewards)
-        grouped = rewards.reshape(-1, G)
-        group_std = torch.stack([g[~torch.isnan(g)].std() if (~torch.isnan(g)).sum() > 1 else g.new_zeros(())
-                                 for g in grouped])
-        lengths = rollout.lengths.float()
-        n_tokens = rollout.num_tokens
-        self.total_tokens += n_tokens
-        metrics = {
-            "reward_std": float(group_std.mean()),
-            "frac_reward_zero_std": float(obj.zero_std_groups(rewards, G).float().mean()),
-            "completions/mean_length": float(lengths.mean()),
-            "completions/min_length": float(lengths.min()),
-            "completions/max_length": float(lengths.max()),
-            "completions/clipped_ratio": float(rollout.truncated.float().mean()),
-            "num_tokens": float(self.total_tokens),
-            "rollout/tokens_per_s": n_tokens / max(rollout.seconds, 1e-9),
-            **reward_metrics,
-            **step_metrics,
-        }
-        bs = len(rollout.texts)
-        self.log_dict(metrics, batch_size=bs, sync_dist=self.trainer.world_size > 1)
+        self.log_dict(metrics, batch_size=bs, sync_dist=sync)
         self.log("reward", float(rewards[valid].mean()) if valid.any() else 0.0, prog_bar=True, batch_size=bs,
-                 sync_dist=self.trainer.world_size > 1)
+                 sync_dist=sync)
         self.log("accuracy", sum(s >= 1.0 for s in scores) / max(len(scores), 1), prog_bar=True, batch_size=bs,
-                 sync_dist=self.trainer.world_size > 1)
+                 sync_dist=sync)

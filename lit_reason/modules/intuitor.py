@@ -25,6 +25,7 @@ from torch import Tensor
 from lit_reason.algorithms.advantages import estimate_advantages
 from lit_reason.modules.grpo import GRPO
 from lit_reason.rollout import Rollout
+from lit_reason.tasks.rewards import source_metrics
 
 #: The reward-source name of the policy's own self-certainty in ``rewards:``.
 SELF_CERTAINTY = "self_certainty"
@@ -124,18 +125,10 @@ class Intuitor(GRPO):
         :meth:`compute_advantages` and for callbacks.
         """
         scored = self.reward_sources(problems, rollout, scores)
-        per_source, errors = scored.per_source, scored.errors()
-        for name, message in errors.items():
-            self._warn_once(f"reward:{name}", f"reward {name!r} raised ({message}); counted as 0 for that completion")
-        per_source = {SELF_CERTAINTY: old[OLD_SELF_CERTAINTY].float().cpu(), **per_source}
-        metrics: dict[str, float] = {}
+        per_source = {SELF_CERTAINTY: old[OLD_SELF_CERTAINTY].float().cpu(), **scored.per_source}
         for name, values in per_source.items():
             old[SOURCE_PREFIX + name] = values.to(self.device)
-            present = values[~torch.isnan(values)]
-            metrics[f"rewards/{name}/mean"] = float(present.mean()) if present.numel() else 0.0
-            metrics[f"rewards/{name}/std"] = float(present.std()) if present.numel() > 1 else 0.0
-            if name in self.reward_fns:
-                metrics[f"rewards/{name}/errors"] = float(name in errors)
+        metrics = source_metrics(per_source, scored.errors(), error_sources=self.reward_fns)
         weighted = torch.stack([w * per_source[n] for n, w in self.source_weights.items() if w != 0.0])
         total = torch.nansum(weighted, 0)
         total[torch.isnan(weighted).all(0)] = float("nan")

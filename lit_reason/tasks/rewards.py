@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -131,6 +131,21 @@ def score_completions(reward_fns: dict[str, RewardFn], problems: Sequence[Any],
     """Each completion's ``problem.score`` (its verifier, run once) and every reward source on it."""
     scores = [float(p.score(t)) for p, t in zip(problems, completions)]
     return score_sources(reward_fns, list(problems), list(completions), scores)
+
+
+def source_metrics(per_source: dict[str, torch.Tensor], errors: dict[str, str],
+                   error_sources: Iterable[str] | None = None) -> dict[str, float]:
+    """``rewards/<source>/{mean,std}`` over the rows where the source answered (0 when it never did),
+    and ``rewards/<source>/errors`` (1 when it raised on some row) for ``error_sources`` (default all)."""
+    counted = set(per_source if error_sources is None else error_sources)
+    metrics: dict[str, float] = {}
+    for name, values in per_source.items():
+        present = values[~torch.isnan(values)]
+        metrics[f"rewards/{name}/mean"] = float(present.mean()) if present.numel() else 0.0
+        metrics[f"rewards/{name}/std"] = float(present.std()) if present.numel() > 1 else 0.0
+        if name in counted:
+            metrics[f"rewards/{name}/errors"] = float(name in errors)
+    return metrics
 
 
 def compute_rewards(
