@@ -18,8 +18,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from lit_reason.tasks.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
-from lit_reason.tasks.problem import safe_score
+from datamodules.tagged import score_tagged, tagged_prompt
+from lit_reason.tasks.answer import extract_answer, format_answer
 
 DIFFICULTIES = ("easy", "medium", "hard")
 #: ``full``: the Enigmata prompt (rules, instance, answer format, answer instruction).
@@ -52,12 +52,9 @@ class Puzzle:
     metadata: dict = field(default_factory=dict)
 
     def score(self, completion: str) -> float:
-        return safe_score(self._score, completion)
+        return score_tagged(completion, self._check)
 
-    def _score(self, completion: str) -> float:
-        body = extract_answer(completion)
-        if body is None:
-            return 0.0
+    def _check(self, body: str) -> float:
         return 1.0 if TASKS[self.task].verify(body, self.metadata) else 0.0
 
 
@@ -120,7 +117,7 @@ class Task:
                                  f"(tasks with one: {', '.join(compact_tasks())})")
             prompt = f"{self.name}\n{compact.strip()}\n"
         else:
-            prompt = f"{question.rstrip()}\n\n{ANSWER_INSTRUCTION}"
+            prompt = tagged_prompt(question)
         return Puzzle(self.name, self.category, difficulty, prompt, format_answer(answer_body), metadata)
 
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lit_reason.tasks.answer import ANSWER_INSTRUCTION, extract_answer, format_answer
-from lit_reason.tasks.problem import safe_score
-
-
-def make_prompt(question: str) -> str:
-    """The reasoning-gym question, then the project's one answer convention (``<answer>`` tags,
-    which is also how reasoning-gym's own ``extract_answer`` reads an answer)."""
-    return f"{question.rstrip()}\n\n{ANSWER_INSTRUCTION}"
+from datamodules.tagged import score_tagged, tagged_prompt
+from lit_reason.tasks.answer import format_answer
 
 
 @dataclass
 class ReasoningGymProblem:
-    """A reasoning-gym entry with our prompt; ``score`` runs the task's own ``score_answer`` on the
-    last ``<answer>`` block in the scorer process (never raises, at most ``timeout`` seconds).
+    """A reasoning-gym entry with our prompt (the question, then the ``<answer>`` tag instruction,
+    which is also how reasoning-gym's own ``extract_answer`` reads an answer); ``score`` runs the
+    task's own ``score_answer`` on the last ``<answer>`` block in the scorer process (never raises,
+    at most ``timeout`` seconds).
 
     Attributes:
         task: the reasoning-gym task name.
@@ -40,16 +36,13 @@ class ReasoningGymProblem:
     @classmethod
     def from_entry(cls, task: str, entry: dict, config: Any, metadata: dict, timeout: float) -> "ReasoningGymProblem":
         gold = entry.get("answer")
-        return cls(task, make_prompt(entry["question"]), format_answer("" if gold is None else str(gold)),
+        return cls(task, tagged_prompt(entry["question"]), format_answer("" if gold is None else str(gold)),
                    entry, config, metadata, timeout)
 
     def score(self, completion: str) -> float:
-        return safe_score(self._score, completion)
+        return score_tagged(completion, self._check)
 
-    def _score(self, completion: str) -> float:
-        body = extract_answer(completion)
-        if body is None:
-            return 0.0
+    def _check(self, body: str) -> float:
         from datamodules.reasoning_gym.worker import scorer
 
         return scorer().score(self.task, self.config, body, self.entry, self.timeout)
