@@ -7,7 +7,8 @@ disjoint shard, while item ``i`` is the same object on every machine.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import hashlib
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
@@ -18,6 +19,40 @@ from datamodules.resumable import EpochRandomSampler, ResumableDataLoader
 def collate_problems(batch: list[Any]) -> list[Any]:
     """Problems are Python objects: a batch is just the list of them."""
     return list(batch)
+
+
+def prompt_hash(prompt: str) -> bytes:
+    """A short, process-independent digest of a prompt (``hash()`` is salted per process)."""
+    return hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def distinct_eval_items(groups: Iterable[Hashable], make: Callable[[Hashable, int], Any], per_group: int) -> list[Any]:
+    """The eval split of a generated source (Enigmata, reasoning-gym), one copy for both.
+
+    For each group (a task x level), up to ``per_group`` items with prompts not seen before (in any
+    group) from ``make(group, 0)``, ``make(group, 1)``, ... for at most ``4 * per_group + 16`` tries;
+    ``make`` returns None for a try to skip. A group whose instance space runs out first keeps only
+    half of its items, so the train stream, which re-draws eval prompts, still has some to draw.
+    """
+    items: list[Any] = []
+    seen: set[bytes] = set()
+    for group in groups:
+        mine = []
+        for attempt in range(4 * per_group + 16):
+            if len(mine) == per_group:
+                break
+            item = make(group, attempt)
+            if item is None:
+                continue
+            digest = prompt_hash(item.prompt)
+            if digest in seen:
+                continue
+            seen.add(digest)
+            mine.append(item)
+        if len(mine) < per_group:
+            mine = mine[: max(1, len(mine) // 2)]
+        items += mine
+    return items
 
 
 class ProblemDataset(Dataset):

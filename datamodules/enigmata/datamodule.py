@@ -20,7 +20,6 @@ workers). The state is saved in checkpoints (``state_dict``), so a resumed run k
 from __future__ import annotations
 
 import bisect
-import hashlib
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from datamodules.base import ProblemDataModule, ProblemDataset
+from datamodules.base import ProblemDataModule, ProblemDataset, distinct_eval_items, prompt_hash
 from datamodules.enigmata import base
 from datamodules.enigmata.base import DIFFICULTIES, Puzzle
 from lit_reason.tasks.metrics import problem_groups
@@ -39,11 +38,6 @@ STAGE_KEYS = ("name", "tasks", "categories", "weights", "balance", "difficulty",
 MAX_REDRAWS = 64
 #: Train items kept in memory (an LRU; eval items are all kept).
 TRAIN_CACHE_ITEMS = 16_384
-
-
-def prompt_hash(prompt: str) -> bytes:
-    """A short, process-independent digest of a prompt (``hash()`` is salted per process)."""
-    return hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def category_order() -> list[str]:
@@ -207,28 +201,14 @@ class TrainStream:
 def build_eval_items(names: list[str], difficulties: list[str], per_task: int, knobs: dict[str, dict],
                      prompt_style: str = "full") -> list[Puzzle]:
     """``per_task`` distinct puzzles per task x difficulty from seeds -1, -2, ... (a fixed benchmark:
-    it does not depend on the training seed, so runs are comparable). A task x difficulty whose
-    space runs out before ``per_task`` distinct prompts (twiddle easy has ~16 boards) keeps only
-    half of them, so the train stream still has puzzles to draw."""
-    items: list[Puzzle] = []
-    seen: set[bytes] = set()
-    for name in names:
-        task = base.TASKS[name]
-        for level in difficulties:
-            got, seed, mine = 0, -1, []
-            while got < per_task and -seed <= 4 * per_task + 16:
-                puzzle = task.generate(seed, level, prompt_style, **knobs.get(name, {}))
-                seed -= 1
-                digest = prompt_hash(puzzle.prompt)
-                if digest in seen:
-                    continue
-                seen.add(digest)
-                mine.append(puzzle)
-                got += 1
-            if got < per_task:  # exhausted: leave the other half to training
-                mine = mine[: max(1, len(mine) // 2)]
-            items.extend(mine)
-    return items
+    it does not depend on the training seed, so runs are comparable); a task x difficulty whose
+    space runs out first (twiddle easy has ~16 boards) keeps half, see :func:`distinct_eval_items`."""
+
+    def make(group: tuple[str, str], attempt: int) -> Puzzle:
+        name, level = group
+        return base.TASKS[name].generate(-1 - attempt, level, prompt_style, **knobs.get(name, {}))
+
+    return distinct_eval_items([(n, level) for n in names for level in difficulties], make, per_task)
 
 
 class EnigmataDataModule(ProblemDataModule):

@@ -22,8 +22,8 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from datamodules.base import ProblemDataModule, ProblemDataset
-from datamodules.enigmata.datamodule import Mix, Stage, prompt_hash
+from datamodules.base import ProblemDataModule, ProblemDataset, distinct_eval_items, prompt_hash
+from datamodules.enigmata.datamodule import Mix, Stage
 from datamodules.reasoning_gym import tasks as rg_tasks
 from datamodules.reasoning_gym.problem import ReasoningGymProblem
 from lit_reason.tasks.metrics import problem_groups
@@ -285,27 +285,17 @@ class ReasoningGymDataModule(ProblemDataModule):
     # ---- datasets ------------------------------------------------------------------------
     def eval_items(self) -> list[ReasoningGymProblem]:
         """``eval_per_task`` distinct items per task x eval level from indices 0, 1, ...; a
-        task whose space runs out first keeps half of them, leaving the rest to training."""
+        task whose space runs out first keeps half of them (see :func:`distinct_eval_items`)."""
         if self._eval is None:
-            items, seen = [], set()
-            for name in self.names:
-                for level in self.eval_levels[name]:
-                    mine, index = [], 0
-                    while len(mine) < self.eval_per_task and index < 4 * self.eval_per_task + 16:
-                        try:
-                            problem = self.factory.make(name, level, index)
-                        except Exception:  # noqa: BLE001 - skip an index its generator fails on
-                            problem = None
-                        index += 1
-                        if problem is None or prompt_hash(problem.prompt) in seen:
-                            continue
-                        seen.add(prompt_hash(problem.prompt))
-                        mine.append(problem)
-                    if len(mine) < self.eval_per_task:
-                        mine = mine[: max(1, len(mine) // 2)]
-                    items += mine
-            self._eval = items
+            groups = [(name, level) for name in self.names for level in self.eval_levels[name]]
+            self._eval = distinct_eval_items(groups, self._eval_item, self.eval_per_task)
         return self._eval
+
+    def _eval_item(self, group: tuple[str, int | None], index: int) -> ReasoningGymProblem | None:
+        try:
+            return self.factory.make(*group, index)
+        except Exception:  # noqa: BLE001 - skip an index its generator fails on
+            return None
 
     def train_stream(self) -> TrainStream:
         if self._train is None:

@@ -16,9 +16,10 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from datamodules.base import prompt_hash
 from datamodules.enigmata import base
 from datamodules.enigmata.base import Task
-from datamodules.enigmata.datamodule import EnigmataDataModule, Mix, mix_weights, prompt_hash
+from datamodules.enigmata.datamodule import EnigmataDataModule, Mix, mix_weights
 from lit_reason.tasks.metrics import GroupedAccuracy, problem_groups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,7 +351,8 @@ def test_yaml_strategies_instantiate_and_yield_batches(config):
 
 def test_small_instance_spaces_leave_training_puzzles():
     """twiddle easy has ~16 boards: the eval split keeps half of what it sees, training draws the rest."""
-    from datamodules.enigmata.datamodule import EnigmataDataModule, build_eval_items, prompt_hash
+    from datamodules.base import prompt_hash
+    from datamodules.enigmata.datamodule import EnigmataDataModule, build_eval_items
 
     evals = build_eval_items(["twiddle"], ["easy"], 50, {})
     assert 1 <= len(evals) < 16
