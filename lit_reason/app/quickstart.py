@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "quickstart"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "quickstart"  # the repository's configs/
 METHODS = ("grpo", "intuitor")
 #: two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom (no scipy needed).
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

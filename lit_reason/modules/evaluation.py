@@ -12,9 +12,8 @@ from lit_reason.tasks.metrics import GroupedAccuracy, problem_groups
 
 
 class Evaluation(PolicyPasses):
-    """``validation_step`` / ``test_step`` on the validation engine (``val_*`` sampling options)."""
-
-    val_accuracy_by_group: GroupedAccuracy | None = None
+    """``validation_step`` / ``test_step`` on the validation engine (``val_*`` sampling options).
+    The module's ``__init__`` sets ``val_accuracy_by_group = None`` (a Metric, once groups are known)."""
 
     def setup_metric_groups(self) -> None:
         """Per-group accuracy when the DataModule names groups (``metric_groups()``)."""

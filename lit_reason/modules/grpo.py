@@ -28,6 +28,7 @@ from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
 from lit_reason.rollout.vllm_engine import VLLMOptions
 from lit_reason.rollout_step import DynamicSampling, RolloutStep, SampleNow
 from lit_reason.rollout_step.metrics import scored_rollout_metrics
+from lit_reason.tasks.metrics import GroupedAccuracy
 from lit_reason.tasks.rewards import ScoredCompletions, resolve_reward, score_sources, source_metrics
 from lit_reason.utils.config_dataclass import config_dict, parse_config
 from lit_reason.utils.optim import build_optimizer, build_scheduler
@@ -180,6 +181,7 @@ class GRPO(CheckpointState, Evaluation):
         self.rollout_step = self.build_rollout_step()
         self._warned: set[str] = set()
         self.total_tokens = 0
+        self.val_accuracy_by_group: GroupedAccuracy | None = None
 
     # ------------------------------------------------------------------ parts
     def build_rollout_step(self) -> RolloutStep:
