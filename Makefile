@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 THREADS ?= 2
 QUICKSTART_ARGS ?=
 
-.PHONY: setup model quickstart test bench clean gpu-check gpu-wheels
+.PHONY: setup model quickstart test test-fast bench clean gpu-check gpu-wheels
 
 setup: $(STAMP) model
 
@@ -31,6 +31,11 @@ quickstart: $(STAMP) model   # QUICKSTART_ARGS="--baseline --seeds 0 1" adds the
 test: $(STAMP) model
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 	.ci/vllm_lane.sh  # the vLLM tests in their own venv (transformers pin); LIT_REASON_SKIP_VLLM=1 skips
+
+# The inner loop: the unit tests (no multi-process, CLI-subprocess, real-model or long learning tests)
+FAST := not slow and not integration and not real_model and not vllm and not cuda
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "$(FAST)"
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/python benchmarks/rollout.py

@@ -17,3 +17,15 @@ def tiny_policy():
 
     torch.manual_seed(0)
     return load_policy("tiny")
+
+
+#: whole files of multi-process strategy runs, CLI subprocesses and whole-config fits: marked
+#: ``integration`` (single tests elsewhere carry the mark themselves); ``make test-fast`` skips them
+INTEGRATION_FILES = {"test_ddp.py", "test_fsdp.py", "test_fp4_ddp.py", "test_fp4_fsdp.py", "test_cli_errors.py",
+                     "test_configs.py", "test_gpu_check.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in INTEGRATION_FILES:
+            item.add_marker(pytest.mark.integration)

@@ -121,6 +121,7 @@ def test_refill_indices_are_a_pure_function_of_seed_step_rank_attempt():
     assert len(refill_indices(3, 8, 0, 0, 0, 1)) == 8  # a dataset smaller than the draw: with replacement
 
 
+@pytest.mark.integration
 def test_refill_indices_are_the_same_in_every_process():
     """A resumed run is a new process: the draw must not depend on Python's per-process hash salt."""
     code = "from lit_reason.rollout_step.dynamic_sampling import refill_indices; print(refill_indices(1000, 6, 0, 3, 1, 2))"
@@ -252,6 +253,7 @@ class SaveRank(L.Callback):
             pickle.dump((flat, self.prompts, dict(pl_module.dynamic_sampling_totals)), f)
 
 
+@pytest.mark.integration
 def test_ddp_ranks_fill_their_own_batches_and_stay_identical(tmp_path):
     """Also runs top_entropy_quantile's cross-rank gather of the entropies (the same 2 processes)."""
     L.seed_everything(0)

@@ -71,6 +71,7 @@ def test_pass_at_k_by_hand():
     assert "| maze | Graph | 12.5 / 50.0 | 12.5 / 50.0 |" in text
 
 
+@pytest.mark.integration
 def test_the_set_is_identical_across_builds_and_versioned():
     first = build_benchmark(2, TWO)
     assert build_benchmark(2, TWO) == first
@@ -100,6 +101,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_bad_model_path_is_one_line_from_the_console_script(tmp_path):
     done = _cli("--model", "/no/such/dir", "-n", "1", "--out", str(tmp_path / "out"), cwd=tmp_path)
     lines = [line for line in done.stderr.splitlines() if line.strip()]

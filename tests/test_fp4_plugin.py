@@ -108,6 +108,7 @@ def test_plugin_state_round_trips_qaf_and_reports_precision():
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_tiny_lm_fp4_learns_within_margin_of_fp32():
     """60 AdamW steps on the stride task. Measured 2026-12-01 (seeds 0, 1, 2; mean of the last 5
     losses): fp32 0.429 / 0.378 / 0.397, FP4 (NVFP4, bf16 autocast, LM head kept) 0.454 / 0.443 /

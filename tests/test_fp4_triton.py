@@ -25,6 +25,7 @@ in_process = pytest.mark.skipif(LATE, reason="triton imported without the interp
 
 
 @pytest.mark.skipif(not LATE, reason="the checks run in this process")
+@pytest.mark.integration
 def test_triton_checks_in_a_fresh_interpreter_process():
     import subprocess
 

@@ -39,6 +39,7 @@ KILLED_CONVERSION = textwrap.dedent("""
 
 
 @pytest.mark.real_model
+@pytest.mark.integration
 def test_a_killed_conversion_leaves_nothing_that_loads(tmp_path, monkeypatch):
     env = {**os.environ, "LIT_REASON_CACHE": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", KILLED_CONVERSION], env=env, capture_output=True, text=True, timeout=300)

@@ -68,6 +68,7 @@ def _png_ok(path):
     assert mpimg.imread(path).ndim == 3
 
 
+@pytest.mark.integration
 def test_shortened_quickstart_reward_rises_and_report_is_written(tmp_path):
     out = tmp_path / "qs"
     results = qs.main(["--out", str(out), "--sft-steps", str(SFT_STEPS), "--rl-steps", str(RL_STEPS),

@@ -49,6 +49,7 @@ def test_train_items_are_a_pure_function_of_seed_and_index():
     assert {a[i].task for i in range(30)} == {"basic_arithmetic", "chain_sum"}
 
 
+@pytest.mark.integration
 def test_items_are_identical_in_another_process_with_another_hash_seed():
     code = (
         "import hashlib, json\n"
@@ -282,6 +283,7 @@ def test_one_step_fit_of_the_mixed_config_logs_accuracy_per_task_of_both_suites(
         assert key in columns, key
 
 
+@pytest.mark.integration
 def test_every_supported_task_generates_in_the_train_range_and_its_gold_scores_one():
     """All supported tasks at their default config, one item from the train index range, in a child
     capped at 6 GiB (a task that precomputes `size` items, like gsm_symbolic, fails here instead of

@@ -165,6 +165,7 @@ json.dump(out, sys.stdout)
 """
 
 
+@pytest.mark.integration
 def test_items_are_identical_in_a_separate_process():
     # a different hash seed in the child catches any use of hash() / set order over strings
     env = dict(os.environ, PYTHONHASHSEED="4242", OMP_NUM_THREADS="1")
@@ -254,6 +255,7 @@ def test_gallery_markdown_has_one_medium_example_per_task():
         assert f"| {task.category} | [{name}]" in page
 
 
+@pytest.mark.integration
 def test_gallery_runs_as_a_module():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "datamodules.enigmata.gallery", "--task", next(iter(TASKS)), "-k", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
