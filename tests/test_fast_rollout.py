@@ -97,8 +97,8 @@ def test_cache_is_reused_and_reset_between_rollouts(policy):
     ids, mask = prompts(tok)
     first = engine.generate(ids, mask, torch.Generator().manual_seed(3))
     cache = engine._cache
-    other = engine.generate(*prompts(tok, ["zz", "q"]), torch.Generator().manual_seed(5))  # new batch size
-    assert engine._cache is not cache
+    other = engine.generate(*prompts(tok, ["zz", "q"]), torch.Generator().manual_seed(5))  # a smaller batch
+    assert engine._cache is cache  # rides in the same cache (idle rows)
     again = engine.generate(ids, mask, torch.Generator().manual_seed(3))
     again2 = engine.generate(ids, mask, torch.Generator().manual_seed(3))
     assert engine._cache is not None and other.completion_ids.shape[0] == 2 * G
@@ -143,6 +143,32 @@ def test_compiled_decode_step_is_one_graph_without_recompiles(policy):
     torch._dynamo.reset()
 
 
+def test_decode_step_compiles_once_across_prompt_lengths_and_batch_sizes(policy):
+    """With max_prompt_length the cache is allocated once (rows: the largest batch; positions:
+    max_prompt_length + max_new_tokens): prompt lengths 2..27 and batches of 9, 3 and 6 rows take
+    ONE compilation of the decode step (a counting backend), and a smaller batch riding in the
+    larger cache (idle rows) still gives the plain engine's greedy tokens."""
+    from torch._dynamo.testing import CompileCounter
+
+    model, tok = policy
+    cfg = SamplingConfig(max_new_tokens=10, temperature=0.0)
+    counter = CompileCounter()
+    engine = StaticCacheRolloutEngine(model, tok, cfg, static_on=("cpu",), compile=True, compile_backend=counter,
+                                      cache_bucket=1, max_prompt_length=32)
+    torch._dynamo.reset()
+    batches = [PROMPTS, ["a"], ["bc", "Sort 3 1 2 and say it."]]
+    for texts in batches:
+        ids, mask = prompts(tok, texts)
+        out = engine.generate(ids, mask)
+        assert_same_rollout(out, plain_engine(model, tok, cfg).generate(ids, mask))
+    assert counter.frame_count == 1
+    assert engine._cache_key[:2] == (9, 32 + 10)
+    too_long = prompts(tok, ["x" * 40])  # longer than max_prompt_length: the cache grows, once
+    engine.generate(*too_long)
+    assert engine._cache_key[:2] == (9, too_long[0].shape[1] + 10) and counter.frame_count == 2
+    torch._dynamo.reset()
+
+
 def test_cpu_falls_back_to_the_plain_engine(policy):
     model, tok = policy
     cfg = SamplingConfig(max_new_tokens=16, temperature=1.0)
@@ -170,3 +196,24 @@ def test_grpo_picks_the_static_engine_only_with_cuda(monkeypatch):
     assert isinstance(module.build_engine(module.sampling), StaticCacheRolloutEngine)
     module.hparams.fast_generation = False
     assert type(module.build_engine(module.sampling)) is RolloutEngine
+
+
+@pytest.mark.parametrize("sharded", ["fsdp1", "zero3", None])
+def test_sharded_weights_on_one_device_sample_with_the_plain_engine(monkeypatch, sharded):
+    """FSDP / ZeRO-3 on ONE device: the static engine is swapped for the plain one (its compiled
+    graphs would capture the weight gathers); lockstep decoding is only for several ranks. An
+    unsharded strategy keeps the static engine."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    module = GRPO(model="tiny", num_generations=2, max_new_tokens=4)
+    assert isinstance(module.engine, StaticCacheRolloutEngine)
+    strategy = {"fsdp1": FSDPStrategy(), "zero3": SimpleNamespace(config={"zero_optimization": {"stage": 3}}),
+                None: SimpleNamespace(config=None)}[sharded]
+    module._trainer = SimpleNamespace(strategy=strategy, world_size=1)
+    module._setup_strategy()
+    for engine in (module.engine, module.val_engine):
+        assert (type(engine) is RolloutEngine) == (sharded is not None)
+        assert engine.all_ranks_done is None

@@ -62,7 +62,7 @@ class PolicyPasses(StrategyHooks):
             return VLLMRolloutEngine(self._vllm_session, self.tokenizer, sampling)
         if self.hparams.fast_generation and torch.cuda.is_available():
             # the module is still on CPU here; the engine takes the static path once prompts are on CUDA
-            return StaticCacheRolloutEngine(self.policy, self.tokenizer, sampling)
+            return StaticCacheRolloutEngine(self.policy, self.tokenizer, sampling, max_prompt_length=h.max_prompt_length)
         return RolloutEngine(self.policy, self.tokenizer, sampling)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

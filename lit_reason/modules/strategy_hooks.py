@@ -96,18 +96,20 @@ class StrategyHooks(L.LightningModule):
         set_deepspeed_gradient_clipping(strategy, self.hparams.max_grad_norm)
 
     def _decode_in_lockstep(self) -> None:
-        """Sharded weights (FSDP1/2, ZeRO-3): every rank's rollout takes the same number of decode
-        steps, since each step's forward gathers weights together (lit_reason.rollout.kv_cache)."""
-        if self._trainer is None or self.trainer.world_size < 2:
+        """Sharded weights (FSDP1/2, ZeRO-3), on any number of devices (one included): the plain
+        engine samples, since the static engine's compiled graphs would capture the weight gathers;
+        with several ranks every rollout takes the same number of decode steps, since each step's
+        forward gathers weights together (lit_reason.rollout.kv_cache)."""
+        if self._trainer is None:
             return
         for name in ("engine", "val_engine"):
             engine = getattr(self, name)
-            if isinstance(engine, StaticCacheRolloutEngine):  # its CUDA graphs would capture the gathers
+            if isinstance(engine, StaticCacheRolloutEngine):
                 self._warn_once("fast_generation", "model.fast_generation is off under sharded weights (FSDP, "
                                 "ZeRO-3): the plain KV-cache engine samples")
                 engine = RolloutEngine(engine.model, engine.tokenizer, engine.config)
                 setattr(self, name, engine)
-            if hasattr(engine, "all_ranks_done"):
+            if self.trainer.world_size > 1 and hasattr(engine, "all_ranks_done"):
                 engine.all_ranks_done = all_ranks_done_on(lambda: self.device)
 
     def clip_grad_norm(self, optimizer, max_norm: float) -> None:

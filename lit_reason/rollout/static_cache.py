@@ -7,6 +7,12 @@ sees the same shapes at every token (the attention mask covers the whole cache; 
 written are hidden by the causal mask), which lets ``torch.compile(mode="reduce-overhead")``
 replay one CUDA graph per token.
 
+The decode step's shapes are the cache's: ``rows x (max_prompt_length + max_new_tokens)``. Given
+``max_prompt_length`` (GRPO passes its own), the cache is allocated once at that length and at the
+largest batch seen, and a smaller batch rides in it with idle rows, so the decode step compiles
+once per engine, whatever the prompt lengths and batch sizes (Dynamo falls back to eager, silently,
+after 8 recompiles of one function). Without it the length is rounded up to ``cache_bucket``.
+
 Sampling, EOS/stop handling and the returned :class:`~lit_reason.rollout.Rollout` are those of the
 plain engine. Rows that finish keep riding along as padding (a static cache cannot shrink). On devices not in ``static_on`` (CPU by default) it simply runs
 the plain engine, so CPU behaviour is unchanged.
@@ -38,6 +44,8 @@ class StaticCacheRolloutEngine(RolloutEngine):
         cache_bucket: cache lengths are rounded up to a multiple of this, so prompts of slightly
             different lengths reuse one cache and one compiled graph.
         sync_every: check "all rows finished" every this many tokens (each check is a host sync).
+        max_prompt_length: the longest prompt (tokens) the cache must hold; then one cache (and one
+            compiled decode step) serves every rollout. A longer prompt grows it (one recompile).
     """
 
     # The static path never drops rows (a static cache cannot shrink: finished rows ride along as
@@ -47,7 +55,7 @@ class StaticCacheRolloutEngine(RolloutEngine):
     def __init__(self, model, tokenizer, config: SamplingConfig, eos_token_ids: Sequence[int] = (),
                  static_on: Sequence[str] = ("cuda",), compile: bool | None = None,
                  compile_mode: str = "reduce-overhead", compile_backend: str = "inductor", fullgraph: bool = False,
-                 cache_bucket: int = 64, sync_every: int = 8) -> None:
+                 cache_bucket: int = 64, sync_every: int = 8, max_prompt_length: int | None = None) -> None:
         super().__init__(model, tokenizer, config, eos_token_ids)
         if type(self).next_inputs_embeds is not RolloutEngine.next_inputs_embeds:
             raise TypeError("StaticCacheRolloutEngine decodes plain token ids; latent-mixing engines keep RolloutEngine")
@@ -55,11 +63,27 @@ class StaticCacheRolloutEngine(RolloutEngine):
         self.compile, self.compile_mode, self.compile_backend = compile, compile_mode, compile_backend
         self.fullgraph = fullgraph
         self.cache_bucket, self.sync_every = max(int(cache_bucket), 1), max(int(sync_every), 1)
+        self.max_prompt_length = max_prompt_length
         self._cache: StaticCache | None = None
         self._cache_key: tuple | None = None
         self._decode_fn = None
 
     # -- pieces ------------------------------------------------------------------------------
+    def cache_shape(self, batch: int, prompt_len: int) -> tuple[int, int]:
+        """(rows, positions) of the cache for this rollout: the current cache's when it holds it
+        (idle rows fill a smaller batch), else grown to fit; never shrunk."""
+        need = prompt_len + self.config.max_new_tokens
+        if self.max_prompt_length is not None:
+            length = max(self.max_prompt_length + self.config.max_new_tokens, need)
+        else:
+            length = -(-need // self.cache_bucket) * self.cache_bucket
+        if self._cache_key is not None:
+            rows, cached_len = self._cache_key[:2]
+            if rows >= batch and cached_len >= need:
+                return rows, cached_len
+            return max(rows, batch), max(cached_len, length)
+        return batch, length
+
     def _static_cache(self, batch: int, length: int, device: torch.device) -> StaticCache:
         """A zeroed cache for ``batch`` rows of ``length`` positions, reused while the key matches."""
         dtype = next(self.model.parameters()).dtype
@@ -95,11 +119,13 @@ class StaticCacheRolloutEngine(RolloutEngine):
             return super().generate(prompt_ids, prompt_mask, generator)
         start = time.perf_counter()
         cfg, model = self.config, self.model
-        batch, prompt_len = prompt_ids.shape
+        real, prompt_len = prompt_ids.shape
+        batch, length = self.cache_shape(real, prompt_len)
+        if batch > real:  # idle rows (copies of the last one, done from the start) keep the compiled shapes
+            prompt_ids = torch.cat([prompt_ids, prompt_ids[-1:].expand(batch - real, -1)])
+            prompt_mask = torch.cat([prompt_mask, prompt_mask[-1:].expand(batch - real, -1)])
         state: dict = {"active": torch.arange(batch, device=device)}
         self.begin(batch, state)
-
-        length = -(-(prompt_len + cfg.max_new_tokens) // self.cache_bucket) * self.cache_bucket
         cache = self._static_cache(batch, length, device)
         # one mask for the whole cache: the prompt's padding is hidden here, unwritten slots by causality
         attention = torch.ones(batch, length, dtype=torch.long, device=device)
@@ -115,7 +141,7 @@ class StaticCacheRolloutEngine(RolloutEngine):
         tokens_out = torch.full((batch, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         logps_out = torch.zeros(batch, cfg.max_new_tokens, dtype=torch.float32, device=device)
         mask_out = torch.zeros(batch, cfg.max_new_tokens, dtype=torch.long, device=device)
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        done = torch.arange(batch, device=device) >= real
         pad = torch.full((batch,), self.pad_id, dtype=torch.long, device=device)
         for step in range(cfg.max_new_tokens):
             tokens, logp = self._sample(logits, generator)
@@ -135,5 +161,9 @@ class StaticCacheRolloutEngine(RolloutEngine):
             logits = decode(tokens[:, None], attention, positions, cache)
             positions = positions + 1
 
+        if batch > real:
+            prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done = (
+                t[:real] for t in (prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done))
+            state["active"] = state["active"][:real]
         width = max(int(mask_out.sum(-1).max()), 1)  # the plain engine stops at the last row's end
         return self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, width, start, state)
