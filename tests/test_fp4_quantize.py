@@ -302,3 +302,38 @@ def test_nearest_matches_torchao_reference_quantizers(fmt):
     else:
         ref = NVFP4Tensor.to_nvfp4(x, per_tensor_scale=per_tensor_amax_to_scale(x.abs().max())).dequantize(torch.float32)
     assert torch.equal(quantize(x, fmt), ref)
+
+
+def test_reference_never_divides_by_a_python_number():
+    """CUDA divides a tensor by a Python number (or a CPU scalar tensor) as a multiplication by
+    the reciprocal, which the Triton kernel's ``div_rn`` does not: every division in the eager
+    reference must have a divisor tensor on the dividend's device, or an exact power of two. A
+    TorchFunctionMode records every division of an NVFP4 / MXFP4 fake-quantize, both roundings."""
+    import math
+
+    from torch.overrides import TorchFunctionMode
+
+    from lit_reason.precision import formats
+
+    seen = []
+
+    class Divisions(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.Tensor.__truediv__, torch.Tensor.div, torch.div, torch.true_divide):
+                seen.append((args[0], args[1]))
+            return func(*args, **(kwargs or {}))
+
+    x = torch.randn(8, 40) * 3
+    with Divisions():
+        for fmt in ("nvfp4", "mxfp4"):
+            formats.fake_quantize(x, fmt)
+            formats.fake_quantize(x, fmt, torch.rand(8, -(-40 // formats.FORMATS[fmt]), formats.FORMATS[fmt]))
+    assert len(seen) >= 8
+    for dividend, divisor in seen:
+        if isinstance(divisor, torch.Tensor):
+            assert divisor.device == dividend.device
+        else:
+            assert math.log2(abs(divisor)).is_integer(), f"division by the Python number {divisor}"
+    # and the helper rounds once: the float64 quotient rounded to float32
+    v = torch.rand(10_000) * 1000
+    assert torch.equal(formats.true_divide(v, 6.0), (v.double() / 6.0).float())

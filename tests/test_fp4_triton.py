@@ -93,3 +93,34 @@ def test_quantize_routes_to_triton_backend(monkeypatch):
     assert same(quantize(x, "nvfp4"), fake_quantize(x, "nvfp4", None, "ocp"))
     a, b = quantize(x, "nvfp4", "stochastic", seed=5), quantize(x, "nvfp4", "stochastic", seed=5)
     assert same(a, b)
+
+
+@in_process
+def test_gpu_check_counts_fp4_mismatches_against_its_tolerance(monkeypatch):
+    """``gpu_check_support.fp4_kernel_agreement`` (what the GPU check runs): the Triton kernel
+    counts 0 mismatches; a "compiled" path whose scale divisions land an ulp off (as a
+    multiplication by the reciprocal does, on CUDA and in inductor, for about half of all
+    divisors) differs in many bits but by no grid point, so it is within tolerance; one that rounds one
+    element in 50 to the next grid point is counted and fails the tolerance."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from gpu_check_support import fp4_kernel_agreement
+
+    from lit_reason.precision import formats
+
+    def reciprocal(x, fmt, noise, mx_scale="ocp"):
+        with monkeypatch.context() as m:
+            m.setattr(formats, "true_divide", lambda t, d: t * (1.0 / d) * (1 + 2**-23))
+            return formats.fake_quantize(x, fmt, noise, mx_scale)
+
+    def off_by_a_grid_point(x, fmt, noise, mx_scale="ocp"):
+        out = formats.fake_quantize(x, fmt, noise, mx_scale).clone()
+        out.view(-1)[::50] *= 1.5
+        return out
+
+    good = fp4_kernel_agreement(torch.device(DEVICE), rows=8, cols=100, compiled=reciprocal)
+    assert good["triton_mismatches"] == 0
+    assert good["compiled_bits_differ"] > 0 and good["compiled_grid_mismatches"] == 0
+    assert good["compiled_within_tolerance"]
+    bad = fp4_kernel_agreement(torch.device(DEVICE), rows=8, cols=100, compiled=off_by_a_grid_point)
+    assert bad["compiled_grid_mismatches"] >= 3 * 800 // 50 - 3 * 20  # most multiplied elements are nonzero
+    assert not bad["compiled_within_tolerance"]

@@ -72,6 +72,16 @@ def _pow2(k: Tensor) -> Tensor:
     return torch.where(k >= -126, normal, subnormal)
 
 
+def true_divide(x: Tensor, divisor: float) -> Tensor:
+    """x / divisor rounded once (IEEE), as the Triton kernel's ``div_rn`` does, on every device.
+
+    CUDA divides a tensor by a Python number (or a CPU scalar tensor) as a multiplication by its
+    reciprocal, which rounds twice: emulated on CPU for the NVFP4 scales (÷ 2688, ÷ 6), that changes
+    61 % of the elements (75 % of the blocks) of a 4096² N(0, 3²) tensor by an ulp against the
+    kernel. A divisor tensor on x's device is divided truly on every device."""
+    return x / torch.full((), divisor, dtype=x.dtype, device=x.device)
+
+
 def round_e4m3(v: Tensor, up: bool = False) -> Tensor:
     """Round non-negative float32 to FP8 E4M3 (fn), saturating at 448: to nearest (ties to even),
     or ``up`` to the smallest E4M3 value >= v (the no-overflow block scale)."""
@@ -134,9 +144,9 @@ def nvfp4_scales(amax_block: Tensor, no_overflow: bool = False,
     """
     if amax is None:
         amax = amax_block.amax() if amax_block.numel() else amax_block.new_zeros(())
-    s_tensor = amax / (E2M1_MAX * E4M3_MAX)
+    s_tensor = true_divide(amax, E2M1_MAX * E4M3_MAX)
     s_tensor = torch.where(s_tensor > 0, s_tensor, torch.ones_like(s_tensor))
-    s_block = round_e4m3((amax_block / E2M1_MAX) / s_tensor, up=no_overflow)
+    s_block = round_e4m3(true_divide(amax_block, E2M1_MAX) / s_tensor, up=no_overflow)
     return s_block * s_tensor, s_tensor
 
 

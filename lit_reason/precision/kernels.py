@@ -11,7 +11,8 @@ elsewhere), ``triton``, ``compile`` or ``eager``. ``triton`` also runs on CPU te
 * compile: ``torch.compile(formats.fake_quantize)``. One compiled function per
   (fmt, rounding, mx_scale, dtype) variant, each ``dynamic=True``, so only shapes vary inside
   one and Dynamo's recompile limit (8) is never the reason for a silent fallback to eager;
-  ``fullgraph=True`` makes a graph break an error rather than a slowdown.
+  ``fullgraph=True`` makes a graph break an error rather than a slowdown. Divisions round as in
+  eager where inductor allows it (:func:`eager_division_options`); not bit-exact on GPU.
 
 UNTESTED ON GPU in this repository's CI: ``benchmarks/fp4.py:gpu_checks`` checks the Triton
 and compiled paths against eager on a CUDA device.
@@ -61,7 +62,18 @@ def compiled_variant(fmt: str, noisy: bool, mx_scale: str, dtype: torch.dtype) -
         return formats.fake_quantize(x, fmt, noise if noisy else None, mx_scale)
 
     body.__name__ = f"fp4_{fmt}_{'sr' if noisy else 'rn'}_{mx_scale}_{str(dtype).split('.')[-1]}"
-    return torch.compile(body, dynamic=True, fullgraph=True)
+    return torch.compile(body, dynamic=True, fullgraph=True, options=eager_division_options())
+
+
+def eager_division_options() -> dict:
+    """Inductor options that make a compiled ``x / y`` round like eager (Triton's ``div_rn``)
+    instead of the approximate ``div.full``, where this torch has the switch. Inductor still turns
+    a division by a constant into a multiplication by its reciprocal on GPU, so the compiled path
+    is checked against eager with a tolerance (``benchmarks/gpu_check_support.py:fp4_mismatches``)."""
+    from torch._inductor import config
+
+    numerics = getattr(config, "eager_numerics", None)
+    return {"eager_numerics.division_rounding": True} if hasattr(numerics, "division_rounding") else {}
 
 
 def compiled_fake_quantize() -> Callable:
