@@ -13,7 +13,8 @@ a shared machine hits all of them. It also compares the quantizer against torcha
 reference quantizers where torchao is installed (it is not a dependency).
 
 ``gpu_checks(device) -> dict`` is what ``benchmarks/gpu_check.py`` calls on a CUDA device: the
-fused Triton kernel and the compiled path bit for bit against eager, quantizer timings, the
+fused Triton kernel (bit for bit) and the compiled path (within a stated tolerance) against eager,
+quantizer timings, the
 100M step-time ratios (target FP4 <= 1.5x bf16) and one FSDP1 step with FP4FSDPPrecision.
 """
 
@@ -23,12 +24,16 @@ import argparse
 import contextlib
 import gc
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from lit_reason.precision import FP4Precision, quantize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_check_support
 
 SIZES = {
     # name: (config kwargs, batch, seq) ; seq/batch shrink on CPU
@@ -208,39 +213,20 @@ def _time_ms(fn, device: torch.device, repeats: int = 20) -> float:
     return (time.perf_counter() - t0) / repeats * 1e3
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return bool(torch.equal(a.isnan(), b.isnan()) and torch.equal(torch.nan_to_num(a, nan=0.0), torch.nan_to_num(b, nan=0.0)))
-
-
 def kernel_checks(device: torch.device) -> dict:
-    """Triton and compiled quantizers vs eager, bit for bit, and their speed (4096 x 4096)."""
+    """Triton and compiled quantizers against eager (mismatches counted: Triton bit for bit,
+    compiled within the tolerance of gpu_check_support) and their speed (4096 x 4096)."""
     import os
 
+    from gpu_check_support import fp4_kernel_agreement
     from lit_reason.precision import formats, kernels
 
-    out: dict = {}
     n = 4096 if device.type == "cuda" else 256  # CPU: the Triton interpreter is slow
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(n, n, device=device, generator=g) * 3
-    x[0, :16] = 0.0
-    x[1, 3], x[2, 7] = float("inf"), float("nan")
     runnable = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    out: dict = fp4_kernel_agreement(device) if runnable else {}
     if kernels.triton_available() and runnable:
-        from lit_reason.precision import triton_kernels
-
-        exact = True
-        for dtype in (torch.float32, torch.bfloat16):
-            for view in (x.to(dtype), x.to(dtype).t()):
-                for fmt, mx in (("nvfp4", "ocp"), ("mxfp4", "ocp"), ("mxfp4", "no_overflow")):
-                    exact &= _same(kernels.triton_fake_quantize(view, fmt, False, 0, mx),
-                                   formats.fake_quantize(view, fmt, None, mx))
-                    rows, cols = view.shape
-                    block = formats.FORMATS[fmt]
-                    nb = -(-cols // block)
-                    bits = triton_kernels.uniforms(77, rows, nb * block, device).reshape(rows, nb, block)
-                    exact &= _same(kernels.triton_fake_quantize(view, fmt, True, 77, mx),
-                                   formats.fake_quantize(view, fmt, bits, mx))
-        out["triton_bit_exact_vs_eager"] = exact
         xt = x.t()
         for name, fn in {
             "eager_nvfp4_nearest_ms": lambda: formats.fake_quantize(x, "nvfp4", None, "ocp"),
@@ -258,10 +244,6 @@ def kernel_checks(device: torch.device) -> dict:
     os.environ["LIT_REASON_FP4_BACKEND"] = "compile"
     try:
         compiled = kernels.compiled_fake_quantize()
-        noise = torch.rand(n, n // 16, 16, device=device, generator=g)
-        out["compiled_bit_exact_vs_eager"] = all(
-            _same(compiled(x, fmt, u, "ocp"), formats.fake_quantize(x, fmt, u, "ocp"))
-            for fmt, u in (("nvfp4", None), ("mxfp4", None), ("nvfp4", noise)))
         out["compiled_nvfp4_nearest_ms"] = round(_time_ms(lambda: compiled(x, "nvfp4", None, "ocp"), device), 3)
     except Exception as e:  # noqa: BLE001 - report, do not hide
         out["compiled_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"

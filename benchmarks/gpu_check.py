@@ -1,21 +1,28 @@
-"""The GPU check: one command that runs every CUDA code path once and prints the GPU figures.
+"""The GPU check: every CUDA code path once, then the GPU figures; nothing it did is ever lost.
 
-    python benchmarks/gpu_check.py                 # on one CUDA GPU (~5 min on an H100/H200 class GPU)
-    python benchmarks/gpu_check.py --device cpu    # small sizes, < 1 min: keeps the script from rotting
+    python3 benchmarks/gpu_check.py --out $OUT --part correctness --budget 240   # call 1 (docs/gpu_check.md)
+    python3 benchmarks/gpu_check.py --out $OUT --part figures --budget 330       # call 2, same warm machine
+    python3 benchmarks/gpu_check.py --device cpu --out runs/gpu_check          # small sizes, on CPU
 
-1. ``pytest -m cuda tests/test_cuda.py``: static-cache engine == plain engine, a bf16 GRPO step,
-   FP4 compiled == eager, one FSDP step of configs/scale/fsdp.yaml and (if deepspeed imports) one
-   ZeRO-2 step, all on one device (skipped on CPU).
-2. Rollout tokens/s of the static-cache engine against ``model.generate`` (same model, prompts and
-   sampling; 0.5B-shaped preset, 64 rows x 256 tokens on CUDA), as a ratio.
-3. GRPO step time and peak memory with ``chunked_lm_head`` on against off (bf16, 0.5B on CUDA), as
-   ratios; the rollout uses the plain engine here so only the loss path differs.
-4. FP4 figures from ``benchmarks/fp4.py:gpu_checks(device)`` when that function exists.
-5. A one-step ``lit-reason fit`` of configs/grpo/toy_char_fill.yaml when jsonargparse and chess
-   import (carry them with benchmarks/gpu_check_wheels.sh; see docs/gpu_check.md).
+* A preflight (~10 s) first compiles one Triton kernel and one ``torch.compile`` function on the
+  device and stops with one line (exit 2) when the toolchain cannot (no C compiler, no Python headers).
+* Every section writes ``<out>/<name>.json`` (atomically) and prints one ``[gpu-check] name: status``
+  line the moment it finishes, so a run killed at any point returns every finished section.
+* ``--budget`` seconds: a section whose estimate no longer fits is not started ("not run: budget"),
+  and one that runs past the budget is interrupted (SIGALRM).
+* The CUDA checks are plain functions (``benchmarks/cuda_checks.py``): no pytest needed. On a GPU
+  a check that did not run (budget, missing package) counts as a failure; on CPU the CUDA-only
+  ones are skipped.
 
-Prints a summary table and writes the figures as JSON (``--json``). Exit status 1 if a test or a
-section failed. Needs only torch, lightning, transformers, PyYAML (and pytest for step 1).
+Sections, ``--part correctness``: the compiled static engine against the uncompiled one (greedy,
+sampled), its decode step compiled once, a bf16 GRPO step, FP4 Triton / compiled against eager,
+one FSDP step of configs/scale/fsdp.yaml (as written and unclipped), a ZeRO-2 step where
+deepspeed imports, and a one-step ``lit-reason fit`` where jsonargparse and chess import.
+``--part figures``: rollout tokens/s of the static engine against ``model.generate``, GRPO step
+time and peak memory with the chunked LM head on and off (0.5B bf16), and the FP4 figures
+(``benchmarks/fp4.py:gpu_checks``: step time against bf16, an FSDP1 FP4 step). ``--sections``
+picks sections by name. Exit status: 0 all passed, 1 a section failed or did not run, 2 preflight.
+Needs only torch, lightning, transformers, PyYAML (triton on CUDA).
 """
 
 from __future__ import annotations
@@ -29,10 +36,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import signal
 import traceback
-import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -87,40 +93,7 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-# ------------------------------------------------------------------ 1. the CUDA tests
-def cuda_tests(timeout_s: int) -> dict:
-    """``pytest -m cuda`` in a subprocess; outcome per test from its JUnit XML."""
-    if not has("pytest"):
-        return {"status": "not run: pytest is not installed (carry it: benchmarks/gpu_check_wheels.sh)"}
-    with tempfile.TemporaryDirectory() as tmp:
-        xml = Path(tmp) / "cuda.xml"
-        cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-rs", "-p", "no:cacheprovider",
-               f"--junitxml={xml}", "tests/test_cuda.py"]
-        start = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return {"status": f"failed: pytest ran past {timeout_s} s"}
-        results = {}
-        if xml.exists():
-            for case in ET.parse(xml).getroot().iter("testcase"):
-                outcome, detail = "passed", ""
-                for tag in ("failure", "error", "skipped"):
-                    node = case.find(tag)
-                    if node is not None:
-                        outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
-                        detail = (node.get("message") or "").splitlines()[0][:160] if node.get("message") else ""
-                results[case.get("name")] = {"outcome": outcome, "detail": detail, "seconds": float(case.get("time", 0))}
-    failed = [n for n, r in results.items() if r["outcome"] in ("failed", "error")]
-    status = "passed" if proc.returncode in (0, 5) and not failed else "failed"
-    out = {"status": status, "returncode": proc.returncode, "seconds": round(time.perf_counter() - start, 1),
-           "tests": results}
-    if status == "failed":
-        out["output_tail"] = (proc.stdout + proc.stderr)[-4000:]
-    return out
-
-
-# ------------------------------------------------------------------ 2. rollout throughput
+# ------------------------------------------------------------------ rollout throughput
 def _count_until_eos(completion: torch.Tensor, eos_id: int) -> int:
     is_eos = (completion == eos_id).long()
     return int(((is_eos.cumsum(-1) - is_eos) == 0).sum())  # tokens up to and including the first EOS
@@ -174,7 +147,7 @@ def rollout_benchmark(device: torch.device, preset: str, dtype: str, prompts: in
             "static_first_run_s": round(warmup_s, 2)}
 
 
-# ------------------------------------------------------------------ 3. GRPO step
+# ------------------------------------------------------------------ GRPO step
 class StepTimer(L.Callback):
     """Wall time (synchronized) and peak allocated bytes of each training batch."""
 
@@ -237,25 +210,20 @@ def grpo_step_benchmark(device: torch.device, **sizes) -> dict:
     return {**fields, "chunked": on, "full": off, **{k: round(v, 3) for k, v in ratios.items()}}
 
 
-# ------------------------------------------------------------------ 4. FP4, 5. the CLI
+# ------------------------------------------------------------------ FP4 figures, the CLI
 def fp4_figures(device: torch.device) -> dict:
-    """What the FP4 work adds: ``benchmarks/fp4.py:gpu_checks(device) -> dict`` when it exists."""
-    if device.type != "cuda":
-        return {"status": "skipped: CUDA only"}
+    """``benchmarks/fp4.py:gpu_checks(device)``: FP4 step time against bf16, decode, an FSDP1 FP4 step."""
     spec = importlib.util.spec_from_file_location("fp4_benchmark", HERE / "fp4.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    checks = getattr(module, "gpu_checks", None)
-    if checks is None:
-        return {"status": "skipped: benchmarks/fp4.py has no gpu_checks(device)"}
-    return {"status": "ran", **checks(device)}
+    figures = module.gpu_checks(device)
+    assert figures.get("fsdp1_fp4_ok", True), figures.get("fsdp1_error")
+    return figures
 
 
 def cli_smoke(device: torch.device, timeout_s: int) -> dict:
-    """``lit-reason fit`` of the toy GRPO config for one step, as a user runs it."""
-    missing = [m for m in ("jsonargparse", "chess") if not has(m)]
-    if missing:
-        return {"status": f"skipped: {', '.join(missing)} not installed (carry the wheels: docs/gpu_check.md)"}
+    """``lit-reason fit`` of the toy GRPO config for one step, as a user runs it (needs the carried
+    jsonargparse and chess wheels: docs/gpu_check.md)."""
     cmd = [sys.executable, "-m", "lit_reason.app.cli", "fit", "--config", "configs/grpo/toy_char_fill.yaml",
            "--trainer.max_steps=1", f"--trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
            "--trainer.devices=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
@@ -263,13 +231,14 @@ def cli_smoke(device: torch.device, timeout_s: int) -> dict:
            "--model.max_new_tokens=8"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-    out = {"status": "passed" if proc.returncode == 0 else "failed", "seconds": round(time.perf_counter() - start, 1)}
+    out = {"status": "passed" if proc.returncode == 0 else f"failed: exit {proc.returncode}",
+           "seconds": round(time.perf_counter() - start, 1)}
     if proc.returncode:
         out["output_tail"] = (proc.stdout + proc.stderr)[-3000:]
     return out
 
 
-# ------------------------------------------------------------------ driver
+# ------------------------------------------------------------------ helpers
 def _free(device: torch.device) -> None:
     torch._dynamo.reset()  # compiled graphs hold the model they traced
     gc.collect()
@@ -277,93 +246,190 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _section(name: str, fn, figures: dict) -> None:
+
+# ------------------------------------------------------------------ preflight
+PREFLIGHT_FIX = ("install a C compiler and the Python headers (apt-get install build-essential python3-dev) or use "
+                 "an image with them: Triton and torch.compile build their kernels at run time")
+
+
+def preflight(device: torch.device) -> dict:
+    """Compile and run one Triton kernel and one ``torch.compile`` function (inductor) on ``device``.
+    On CPU: Triton only under TRITON_INTERPRET=1, and torch.compile through ``aot_eager`` (no C
+    compiler; inductor's CPU build takes a minute on a small machine)."""
+    out = {}
     start = time.perf_counter()
-    print(f"[gpu-check] {name} ...", flush=True)
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def add_one(x_ptr, n, BLOCK: tl.constexpr):
+            offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            tl.store(x_ptr + offs, tl.load(x_ptr + offs, mask=offs < n) + 1.0, mask=offs < n)
+
+        x = torch.zeros(100, device=device)
+        add_one[(1,)](x, 100, BLOCK=128)
+        device_sync(device)
+        assert float(x.sum()) == 100.0, "the Triton kernel ran but computed the wrong sum"
+        out["triton_s"] = round(time.perf_counter() - start, 2)
+    else:
+        out["triton"] = "n/a on CPU without TRITON_INTERPRET=1"
+    start = time.perf_counter()
+    fn = torch.compile(lambda v: torch.sin(v) * 2 + 1, backend="inductor" if device.type == "cuda" else "aot_eager",
+                       fullgraph=True)
+    v = torch.linspace(0, 1, 64, device=device)
+    torch.testing.assert_close(fn(v), torch.sin(v) * 2 + 1)
+    out["torch_compile_s"] = round(time.perf_counter() - start, 2)
+    torch._dynamo.reset()
+    return out
+
+
+# ------------------------------------------------------------------ sections
+class Section:
+    """One named check: its part of the plan, estimated seconds on CUDA / CPU, and what it needs."""
+
+    def __init__(self, name: str, part: str, estimate: tuple[float, float], run, cuda_only: bool = False,
+                 needs: tuple[str, ...] = ()) -> None:
+        self.name, self.part, self.estimate, self.run = name, part, estimate, run
+        self.cuda_only, self.needs = cuda_only, needs
+
+
+def sections(device: torch.device, sizes: dict) -> list[Section]:
+    import cuda_checks as cc
+
+    return [
+        Section("static_engine_greedy", "correctness", (40, 20), lambda: cc.static_engine_tokens(device, 0.0)),
+        Section("static_engine_sampled", "correctness", (25, 20), lambda: cc.static_engine_tokens(device, 1.0)),
+        Section("static_engine_compiles_once", "correctness", (40, 20), lambda: cc.static_engine_compiles_once(device)),
+        Section("bf16_grpo_step", "correctness", (40, 0), lambda: cc.bf16_grpo_step(device), cuda_only=True),
+        Section("fp4_kernels", "correctness", (40, 0), lambda: cc.fp4_kernels(device), cuda_only=True,
+                needs=("triton",)),
+        Section("fsdp_step", "correctness", (30, 0), lambda: cc.scale_step("fsdp"), cuda_only=True),
+        Section("fsdp_step_unclipped", "correctness", (20, 0), lambda: cc.scale_step("fsdp", max_grad_norm=0.0),
+                cuda_only=True),
+        Section("deepspeed_zero2_step", "correctness", (40, 0), lambda: cc.scale_step("deepspeed_zero2"),
+                cuda_only=True, needs=("deepspeed",)),
+        Section("cli", "correctness", (40, 60), lambda: cli_smoke(device, 300), needs=("jsonargparse", "chess")),
+        Section("rollout", "figures", (90, 30), lambda: rollout_benchmark(device, **sizes)),
+        Section("grpo_step", "figures", (120, 60), lambda: grpo_step_benchmark(device, **sizes)),
+        Section("fp4", "figures", (150, 0), lambda: fp4_figures(device), cuda_only=True),
+    ]
+
+
+#: optional packages whose absence makes a section "n/a" rather than a failure (not on the image, not carried)
+OPTIONAL_SECTIONS = {"deepspeed_zero2_step"}
+
+
+class OverBudget(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise OverBudget("ran past the time budget")
+
+
+def write_result(out_dir: Path, name: str, result: dict) -> Path:
+    """``<out_dir>/<name>.json``, written to a temporary name and renamed: a kill never leaves half a file."""
+    path = out_dir / f"{name}.json"
+    tmp = out_dir / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def run_section(section: Section, device: torch.device, deadline: float) -> dict:
+    """Run one section within the budget; its result always has a ``status``."""
+    on_gpu = device.type == "cuda"
+    if section.cuda_only and not on_gpu:
+        return {"status": "skipped: needs CUDA"}
+    missing = [m for m in section.needs if not has(m)]
+    if missing:
+        reason = f"{', '.join(missing)} not installed"
+        return {"status": f"n/a: {reason}" if section.name in OPTIONAL_SECTIONS else f"not run: {reason}"}
+    left = deadline - time.perf_counter()
+    estimate = section.estimate[0 if on_gpu else 1]
+    if estimate > left:
+        return {"status": f"not run: budget (estimate {estimate:.0f} s, {max(left, 0):.0f} s left)"}
+    start = time.perf_counter()
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(left, 0.01))
     try:
-        figures[name] = fn()
+        result = {"status": "passed", **section.run()}
+    except OverBudget:
+        result = {"status": f"failed: ran past the budget after {time.perf_counter() - start:.0f} s"}
     except Exception as err:  # noqa: BLE001 - one broken section must not hide the others
-        figures[name] = {"status": f"failed: {type(err).__name__}: {err}"[:500],
-                         "traceback": traceback.format_exc()[-3000:]}
-    figures[name]["section_s"] = round(time.perf_counter() - start, 1)
+        result = {"status": f"failed: {type(err).__name__}: {err}"[:500], "traceback": traceback.format_exc()[-3000:]}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    if str(result.get("status", "")).startswith("skipped") and on_gpu:
+        result["status"] = "not run: " + result["status"]  # a GPU run must run what it is for
+    result["section_s"] = round(time.perf_counter() - start, 1)
+    _free(device)
+    return result
 
 
-def _mib(value) -> str:
-    return "n/a" if value is None else f"{value / 2**20:,.0f} MiB"
+def counts_as_failure(status: str) -> bool:
+    """Failed, or did not run (budget, missing package); skipped-on-CPU and optional n/a do not count."""
+    return status.startswith(("failed", "not run"))
 
 
-def summary(figures: dict) -> list[str]:
-    env = figures["environment"]
-    lines = [f"GPU check, {env['date']}: {env.get('gpu', 'CPU')}, torch {env['torch']}, "
-             f"lightning {env['lightning']}, transformers {env['transformers']}", "",
-             f"{'check':<48} {'result':<40}", "-" * 89]
-    tests = figures.get("cuda_tests", {})
-    for name, result in tests.get("tests", {}).items():
-        lines.append(f"{'test ' + name:<48} {result['outcome'] + (': ' + result['detail'] if result['detail'] else ''):<40}"[:140])
-    if "tests" not in tests:
-        lines.append(f"{'cuda tests':<48} {tests.get('status', 'n/a')}")
-    r = figures.get("rollout", {})
-    if "ratio" in r:
-        label = "rollout {} {}x{} static tok/s".format(r["preset"], r["rows"], r["new_tokens"])
-        lines.append(f"{label:<48} {r['static_tokens_per_s']:,.0f}")
-        lines.append(f"{'rollout model.generate tok/s':<48} {r['generate_tokens_per_s']:,.0f}")
-        lines.append(f"{'rollout ratio static / generate':<48} {r['ratio']:.2f}x (first run {r['static_first_run_s']} s)")
-    else:
-        lines.append(f"{'rollout':<48} {r.get('status', 'n/a')}")
-    s = figures.get("grpo_step", {})
-    if "chunked" in s:
-        for key in ("chunked", "full"):
-            label = "grpo step {} ({} rows x {} tokens)".format(key, s["rows"], s["new_tokens"])
-            lines.append(f"{label:<48} {s[key]['step_s']:.2f} s (update {s[key]['update_s']:.2f} s), "
-                         f"peak {_mib(s[key]['peak_bytes'])}")
-        lines.append(f"{'grpo step time ratio chunked / full':<48} {s['step_time_ratio_chunked_vs_full']:.2f} "
-                     f"(update {s['update_time_ratio_chunked_vs_full']:.2f})")
-        if "peak_ratio_chunked_vs_full" in s:
-            lines.append(f"{'grpo peak memory ratio chunked / full':<48} {s['peak_ratio_chunked_vs_full']:.2f} "
-                         f"(over start {s['peak_over_start_ratio_chunked_vs_full']:.2f})")
-    elif "default" in s:
-        lines.append(f"{'grpo step (no chunked_lm_head)':<48} {s['default']['step_s']:.2f} s, peak {_mib(s['default']['peak_bytes'])}")
-    else:
-        lines.append(f"{'grpo step':<48} {s.get('status', 'n/a')}")
-    for key in ("fp4", "cli"):
-        lines.append(f"{key:<48} {figures.get(key, {}).get('status', 'n/a')}"[:140])
-    lines += ["-" * 89, f"total {figures['seconds']:.0f} s; {'OK' if figures['ok'] else 'FAILED'}"]
-    return lines
+def one_line(name: str, result: dict) -> str:
+    figures = {k: v for k, v in result.items() if k not in ("status", "traceback", "output_tail", "section_s")
+               and isinstance(v, (int, float, str, bool)) and not isinstance(v, dict)}
+    shown = ", ".join(f"{k}={v}" for k, v in list(figures.items())[:6])
+    return f"[gpu-check] {name}: {result['status'][:200]} ({result.get('section_s', 0)} s){' ' + shown if shown else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--json", default=str(ROOT / "runs" / "gpu_check.json"), help="where the figures go")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("tests", "rollout", "grpo_step", "fp4", "cli"))
-    parser.add_argument("--test-timeout", type=int, default=360)
+    parser.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "runs" / "gpu_check"),
+                        help="folder for one JSON per section (default: $OUT, the folder that comes back)")
+    parser.add_argument("--part", choices=("correctness", "figures", "all"), default="all")
+    parser.add_argument("--sections", nargs="*", default=None, help="run only these sections (by name)")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (preflight included)")
+    parser.add_argument("--no-preflight", action="store_true")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device here: run with --device cpu (small sizes) or on a GPU machine")
+    start = time.perf_counter()
+    deadline = start + args.budget
     device = torch.device(args.device)
     sizes = SIZES[device.type]
-    start = time.perf_counter()
-    figures: dict = {"environment": environment(device), "sizes": sizes}
-    sections = {
-        "cuda_tests": ("tests", lambda: cuda_tests(args.test_timeout)),
-        "rollout": ("rollout", lambda: rollout_benchmark(device, **sizes)),
-        "grpo_step": ("grpo_step", lambda: grpo_step_benchmark(device, **sizes)),
-        "fp4": ("fp4", lambda: fp4_figures(device)),
-        "cli": ("cli", lambda: cli_smoke(device, 300)),
-    }
-    for name, (flag, fn) in sections.items():
-        if flag in args.skip:
-            figures[name] = {"status": "skipped: --skip"}
-        else:
-            _section(name, fn, figures)
-    figures["seconds"] = round(time.perf_counter() - start, 1)
-    figures["ok"] = not any(str(v.get("status", "")).startswith("failed") for v in figures.values() if isinstance(v, dict))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2, default=str))
-    print("\n".join(summary(figures)))
-    print(f"figures: {out}")
-    return 0 if figures["ok"] else 1
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_result(out_dir, "environment", {**environment(device), "sizes": sizes, "part": args.part,
+                                          "budget_s": args.budget})
+    print(f"[gpu-check] writing to {out_dir} (budget {args.budget:.0f} s)", flush=True)
+    if not args.no_preflight:
+        try:
+            result = {"status": "passed", **preflight(device)}
+        except Exception as err:  # noqa: BLE001 - the one line says what and how to fix it
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            write_result(out_dir, "preflight", {"status": f"failed: {type(err).__name__}: {first}",
+                                                "fix": PREFLIGHT_FIX, "traceback": traceback.format_exc()[-3000:]})
+            print(f"[gpu-check] preflight FAILED ({type(err).__name__}: {first}): {PREFLIGHT_FIX}", flush=True)
+            return 2
+        result["section_s"] = round(time.perf_counter() - start, 1)
+        write_result(out_dir, "preflight", result)
+        print(one_line("preflight", result), flush=True)
+    chosen = [s for s in sections(device, sizes) if (args.part in ("all", s.part))
+              and (args.sections is None or s.name in args.sections)]
+    unknown = set(args.sections or ()) - {s.name for s in sections(device, sizes)}
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}")
+    results = {}
+    for section in chosen:
+        results[section.name] = run_section(section, device, deadline)
+        write_result(out_dir, section.name, results[section.name])
+        print(one_line(section.name, results[section.name]), flush=True)
+    failed = sorted(n for n, r in results.items() if counts_as_failure(r["status"]))
+    summary = {"ok": not failed, "failed_or_not_run": failed, "seconds": round(time.perf_counter() - start, 1),
+               "statuses": {n: r["status"] for n, r in results.items()}}
+    write_result(out_dir, "summary", summary)
+    print(f"[gpu-check] {'OK' if not failed else 'FAILED: ' + ', '.join(failed)} in {summary['seconds']:.0f} s; "
+          f"results in {out_dir}", flush=True)
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":
