@@ -44,7 +44,6 @@ def run(args, env, timeout=300):
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.integration
 def test_gpu_check_path_imports_without_the_missing_packages(tmp_path):
     code = ("import sys; sys.path.insert(0, 'benchmarks')\n"
             "import gpu_check, gpu_check_support, cuda_checks, lit_reason.modules, lit_reason.rollout, "
@@ -64,7 +63,6 @@ def finished_lines(stdout: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in map(LINE.match, stdout.splitlines()) if m}
 
 
-@pytest.mark.integration
 def test_cpu_mode_writes_each_section_and_its_figures(tmp_path):
     out = tmp_path / "out"
     sections = ["static_engine_sampled", "rollout", "grpo_step", "bf16_grpo_step"]
@@ -89,7 +87,6 @@ def test_cpu_mode_writes_each_section_and_its_figures(tmp_path):
     assert summary["ok"] and summary["statuses"] == {n: results[n]["status"] for n in sections}
 
 
-@pytest.mark.integration
 def test_a_run_killed_part_way_leaves_every_finished_section(tmp_path):
     """SIGKILL once the second section's line is out: every section whose line was printed has
     its JSON (same status), every JSON there parses, and there is no summary (it never finished)."""
@@ -116,7 +113,6 @@ def test_a_run_killed_part_way_leaves_every_finished_section(tmp_path):
     assert not (out / "summary.json").exists() and not (out / "grpo_step.json").exists()
 
 
-@pytest.mark.integration
 def test_budget_skips_what_cannot_finish_and_not_run_fails(tmp_path):
     out = tmp_path / "out"
     proc = run(["benchmarks/gpu_check.py", "--device", "cpu", "--out", str(out), "--budget", "5", "--no-preflight",
@@ -172,7 +168,6 @@ def test_a_failed_preflight_stops_in_one_line(gpu_check, monkeypatch, tmp_path, 
     assert result["status"].startswith("failed: RuntimeError") and not (tmp_path / "summary.json").exists()
 
 
-@pytest.mark.integration
 def test_cli_section_without_its_wheels_is_not_run(tmp_path):
     out = tmp_path / "out"
     proc = run(["benchmarks/gpu_check.py", "--device", "cpu", "--out", str(out), "--no-preflight",
