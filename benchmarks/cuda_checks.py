@@ -7,6 +7,8 @@ Imports nothing a bare GPU image lacks (see gpu_check_support.py).
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 
@@ -117,9 +119,11 @@ def scale_step(name: str, **overrides) -> dict:
     L.seed_everything(0, verbose=False)
     module = GRPO(**model_args, prompt_format="plain")
     trainer = L.Trainer(max_steps=1, **trainer_args, **QUIET)
+    start = time.perf_counter()
     trainer.fit(module, ListDataModule(n=8, batch_size=2))
+    fit_s = time.perf_counter() - start
     assert trainer.global_step == 1
     assert all(torch.isfinite(p).all() for p in module.parameters())
     if name.startswith("fsdp"):
         assert type(module.engine) is RolloutEngine, f"{name}: sampled with {type(module.engine).__name__}"
-    return {"steps": 1, "engine": type(module.engine).__name__}
+    return {"steps": 1, "fit_s": round(fit_s, 2), "engine": type(module.engine).__name__}

@@ -380,7 +380,7 @@ def one_line(name: str, result: dict) -> str:
     return f"[gpu-check] {name}: {result['status'][:200]} ({result.get('section_s', 0)} s){' ' + shown if shown else ''}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "runs" / "gpu_check"),
@@ -389,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", nargs="*", default=None, help="run only these sections (by name)")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (preflight included)")
     parser.add_argument("--no-preflight", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device here: run with --device cpu (small sizes) or on a GPU machine")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Download the few small pure-Python wheels the bare GPU image lacks (Python 3.12; it already has
 # torch, lightning, transformers, PyYAML, sympy, packaging, typing_extensions) into a folder to
-# carry to the offline GPU machine. About 4 MB. On the GPU machine, `make gpu-check` installs them
+# carry to the offline GPU machine (only the GPU check's `cli` section needs them; the CUDA checks
+# need no pytest). Size measured in docs/gpu_check.md. On the GPU machine, `make gpu-check` installs them
 # from that folder with --no-index into .gpu_check_site/ (nothing else in the image changes).
 #   bash benchmarks/gpu_check_wheels.sh [DEST=benchmarks/wheels]
 # bitsandbytes (8-bit optimizers, quantized reference) and datasets (hub math data) are NOT
@@ -17,8 +18,7 @@ mkdir -p "$DEST"
 $PIP download --no-deps --only-binary=:all: --python-version "$PYVER" --implementation py --abi none \
     --platform any --dest "$DEST" \
     "jsonargparse[signatures]==4.53.0" "docstring_parser==0.18.0" "typeshed_client==2.15.0" \
-    "math-verify==0.9.0" "latex2sympy2_extended==1.11.0" "antlr4-python3-runtime==4.13.2" \
-    "pytest==9.2.0" "pluggy==1.7.0" "iniconfig==2.3.1"
+    "math-verify==0.9.0" "latex2sympy2_extended==1.11.0" "antlr4-python3-runtime==4.13.2"
 # python-chess 1.11 ships only a source archive: build its (pure-Python) wheel here
 $PIP wheel --no-deps --wheel-dir "$DEST" "chess==1.11.2"
 du -sh "$DEST"

@@ -174,3 +174,22 @@ def test_cli_section_without_its_wheels_is_not_run(tmp_path):
                 "--sections", "cli"], blocked_env(tmp_path))
     assert proc.returncode == 1
     assert json.loads((out / "cli.json").read_text())["status"] == "not run: jsonargparse, chess not installed"
+
+
+def test_the_commands_in_the_docs_parse(gpu_check):
+    """Every gpu_check.py / make gpu-check command in docs/gpu_check.md parses with the script's
+    own parser, and names only sections that exist."""
+    import shlex
+
+    text = (ROOT / "docs" / "gpu_check.md").read_text()
+    commands = [line.strip() for line in text.splitlines() if "benchmarks/gpu_check.py" in line
+                and line.startswith("    ") or line.strip().startswith("make gpu-check GPU_CHECK_ARGS=")]
+    assert len(commands) >= 5
+    names = {s.name for s in gpu_check.sections(torch.device("cpu"), gpu_check.SIZES["cpu"])}
+    for command in commands:
+        words = shlex.split(command.replace("$OUT", "/tmp/out"))
+        args = shlex.split(words[2].split("=", 1)[1]) if words[0] == "make" else words[2:]
+        parsed = gpu_check.build_parser().parse_args(args)
+        assert set(parsed.sections or ()) <= names
+    reruns = re.findall(r"`(--sections [\w ]+)`", text)
+    assert reruns and all(set(r.split()[1:]) <= names for r in reruns)
