@@ -91,6 +91,9 @@ class StrategyHooks(L.LightningModule):
 
         strategy = self.trainer.strategy
         stage3 = (getattr(strategy, "config", None) or {}).get("zero_optimization", {}).get("stage") == 3
+        if stage3 and self.hparams.get("rollout_engine", "builtin") == "vllm":
+            raise ValueError("model.rollout_engine=vllm under DeepSpeed ZeRO-3: the weight sync would stream empty "
+                             "partitions; use deepspeed_stage_2, FSDP, or model.rollout_engine=builtin")
         if isinstance(strategy, FSDPStrategy) or stage3:
             self._decode_in_lockstep()
         set_deepspeed_gradient_clipping(strategy, self.hparams.max_grad_norm)

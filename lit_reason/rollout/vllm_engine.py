@@ -8,7 +8,7 @@ checkpoint, a LoRA wrap, a preset that was never saved). After every ``sync_ever
 steps the next rollout first pushes the weights again (:mod:`lit_reason.rollout.weight_sync`
 into the worker's ``reload_weights``) and drops vLLM's prefix cache, which was computed with
 the old weights. :class:`VLLMRolloutEngine` is the contract (:mod:`lit_reason.rollout.contract`)
-on top: one request per row with a per-row seed drawn from the step's generator, EOS and stop
+on top: one request with ``n = G`` per unique prompt, seeds from one draw of the step's generator, EOS and stop
 strings re-checked with the policy's tokenizer, sampler log-probs per token.
 
 Log-probs: ``logprobs_mode="processed_logprobs"`` gives log softmax(logits / temperature), the
@@ -57,12 +57,15 @@ class VLLMOptions:
         max_model_len: longest prompt + completion vLLM schedules; default
             ``max_prompt_length + max_new_tokens``.
         enforce_eager: no CUDA graphs / torch.compile; None: eager on CPU, graphs on CUDA.
-        tensor_parallel_size: GPUs per engine (1 = each rank its own engine).
+        tensor_parallel_size: GPUs per engine; only 1 (each rank its own engine) is supported.
         sync_every: push the trainer's weights into vLLM every this many optimizer steps
             (1 = always on-policy up to kernel differences; more = cheaper, staler).
         kv_cache_gib: CPU only: KV-cache size in GiB (vLLM's ``kv_cache_memory_bytes``).
         max_num_seqs: most sequences vLLM decodes at once.
-        dtype: vLLM's dtype; None: the policy's.
+        max_num_batched_tokens: most tokens vLLM schedules in one engine step (prefill chunks
+            included); None: ``max(max_model_len, 8192)``, so a whole prompt prefills in one step.
+        dtype: vLLM's dtype; None: bfloat16 on CUDA (FlashAttention; the trainer's fp32 log-probs
+            are recomputed anyway, rollout correction covers the mismatch), the policy's on CPU.
     """
 
     gpu_memory_utilization: float = 0.3
@@ -73,6 +76,7 @@ class VLLMOptions:
     sync_every: int = 1
     kv_cache_gib: float = 1.0
     max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None
     dtype: str | None = None
 
     def __post_init__(self) -> None:
@@ -80,8 +84,11 @@ class VLLMOptions:
             raise ValueError(f"model.vllm.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.sync_every < 1:
             raise ValueError(f"model.vllm.sync_every must be >= 1, got {self.sync_every}")
-        if self.tensor_parallel_size < 1:
-            raise ValueError(f"model.vllm.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.tensor_parallel_size != 1:
+            raise ValueError(f"model.vllm.tensor_parallel_size={self.tensor_parallel_size} is not supported (each rank "
+                             "runs its own engine on its own GPU): set it to 1, or shard the trainer instead")
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
+            raise ValueError(f"model.vllm.max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
 
 
 def import_vllm():
@@ -142,9 +149,12 @@ def check_sleep_mode(options: VLLMOptions, on_cuda: bool) -> None:
 
 
 def _dtype_name(model: torch.nn.Module, options: VLLMOptions) -> str:
+    """``options.dtype``; else bfloat16 on CUDA (an fp32 vLLM has no FlashAttention), the policy's on CPU."""
     if options.dtype:
         return options.dtype
     dtype = next(model.parameters()).dtype
+    if dtype.is_floating_point and next(model.parameters()).device.type == "cuda":
+        return "bfloat16"
     return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "auto")
 
 
@@ -223,12 +233,13 @@ class VLLMSession:
             max_model_len=self.max_model_len, enforce_eager=eager, tensor_parallel_size=options.tensor_parallel_size,
             gpu_memory_utilization=options.gpu_memory_utilization, enable_sleep_mode=options.enable_sleep_mode,
             logprobs_mode="processed_logprobs", seed=self.seed, max_num_seqs=options.max_num_seqs,
+            max_num_batched_tokens=options.max_num_batched_tokens or max(self.max_model_len, 8192),
         )
         if not self.on_cuda:  # the KV cache is sized explicitly (vLLM's CPU default takes most of RAM)
             kwargs["kv_cache_memory_bytes"] = int(options.kv_cache_gib * 2**30)
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             kwargs["distributed_executor_backend"] = "external_launcher"  # each rank drives its own engine
-            _torchrun_env()
+            _torchrun_env(self.local_rank())
             self.external_launcher = True
         states = collect_rng_states()  # vLLM re-seeds the process's global RNGs; the trainer keeps its streams
         try:
@@ -277,32 +288,58 @@ class VLLMSession:
     def stale_steps(self) -> int:
         return int(self.optimizer_steps()) - (self.synced_step or 0)
 
+    def local_rank(self) -> int:
+        """This process's device on its node, as the trainer placed the policy: on CUDA the
+        policy's device index (Lightning sets it from LOCAL_RANK), else LOCAL_RANK, else the rank."""
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":
+            return device.index if device.index is not None else torch.cuda.current_device()
+        default = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        return int(os.environ.get("LOCAL_RANK", default))
+
+    @property
+    def sleep_level(self) -> int:
+        """2 (weights discarded, nothing copied to host) when every rollout pushes the weights
+        anyway (``sync_every: 1``); 1 (weights offloaded to host) when they must survive the sleep."""
+        return 2 if self.options.sync_every == 1 else 1
+
     def prepare(self) -> None:
-        """Before a rollout: start, wake up, and sync if ``sync_every`` optimizer steps have passed."""
+        """Before a rollout: start; else wake the weights, sync them if ``sync_every`` optimizer steps
+        have passed (always after a level-2 sleep), then wake the KV cache. The order of the reference
+        trainer and verl: the KV cache is not allocated while the weights are pushed."""
         if self.llm is None:
             self.start()
             return
         if self._asleep:
-            self.llm.wake_up()
+            self.llm.wake_up(tags=["weights"])
+            if self.sleep_level == 2:
+                # a level-2 sleep discards every weight buffer, the derived ones (rotary tables) too:
+                # re-initialise them as at load time before the trainer's weights go in (vLLM #29341;
+                # the reference trainer does the same)
+                self.llm.collective_rpc("reload_weights")
+            if self.sleep_level == 2 or self.stale_steps >= self.options.sync_every:
+                self.sync()
+            self.llm.wake_up(tags=["kv_cache"])
             self._asleep = False
-        if self.stale_steps >= self.options.sync_every:
+        elif self.stale_steps >= self.options.sync_every:
             self.sync()
 
     def release(self) -> None:
         """After a rollout: with sleep mode, hand the GPU memory back to the trainer."""
         if self.options.enable_sleep_mode and self.llm is not None:
-            self.llm.sleep(level=1)
+            self.llm.sleep(level=self.sleep_level)
             self._asleep = True
 
 
-def _torchrun_env() -> None:
+def _torchrun_env(local_rank: int) -> None:
     """vLLM's external launcher reads RANK and LOCAL_RANK from the environment, as torchrun sets
     them; Lightning's own launcher (strategy="ddp") leaves RANK unset. Fill them from the process
-    group that already exists (vLLM then reuses it and builds its per-rank groups inside it)."""
-    rank = torch.distributed.get_rank()
-    os.environ.setdefault("RANK", str(rank))
+    group that already exists (vLLM then reuses it and builds its per-rank groups inside it), and
+    the local rank from the device the trainer gave this process (not the global rank: on a
+    second node they differ)."""
+    os.environ.setdefault("RANK", str(torch.distributed.get_rank()))
     os.environ.setdefault("WORLD_SIZE", str(torch.distributed.get_world_size()))
-    os.environ.setdefault("LOCAL_RANK", str(rank))
+    os.environ.setdefault("LOCAL_RANK", str(local_rank))
 
 
 @contextlib.contextmanager
@@ -392,12 +429,12 @@ class VLLMRolloutEngine:
     def model(self) -> torch.nn.Module:
         return self.session.model
 
-    def sampling_params(self, seed: int | None):
+    def sampling_params(self, seed: int | None, n: int = 1):
         from vllm import SamplingParams
 
         cfg = self.config
         return SamplingParams(
-            n=1, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
+            n=n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p,
             max_tokens=cfg.max_new_tokens, seed=seed, logprobs=0, stop_token_ids=list(self.eos_ids),
             stop=list(self.stops.strings) if (self.stops and self.session.vllm_stop_strings) else None,
             include_stop_str_in_output=True, skip_special_tokens=False, detokenize=bool(self.stops),
@@ -405,24 +442,28 @@ class VLLMRolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None = None) -> Rollout:
-        """One completion per row (rows repeated G times for groups); per-row seeds come from
-        ``generator``, so a (seed, step, rank) generator reproduces the rollout."""
+        """One completion per row. Consecutive equal rows (a prompt repeated G times for its group)
+        are one request with ``n = G``; the requests' seeds are one draw from ``generator`` (the
+        step's (seed, step, rank) stream) plus the request's index, so a rollout is reproducible and
+        vLLM keeps one sampler generator per unique prompt, not per row."""
         start = time.perf_counter()
         self.session.prepare()
         batch, device = prompt_ids.shape[0], prompt_ids.device
+        requests = unique_prompt_runs(prompt_ids.cpu(), prompt_mask.cpu())
+        base = None
         if generator is not None:
-            seeds = torch.randint(0, 2**31 - 1, (batch,), generator=generator, device=generator.device).tolist()
-        else:
-            seeds = [None] * batch
-        prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(prompt_ids.cpu(), prompt_mask.cpu())]
-        params = [self.sampling_params(s) for s in seeds]
+            base = int(torch.randint(0, 2**31 - 1 - len(requests), (1,), generator=generator, device=generator.device))
+        prompts = [{"prompt_token_ids": ids} for ids, _ in requests]
+        params = [self.sampling_params(None if base is None else base + i, n) for i, (_, n) in enumerate(requests)]
         outputs = self.session.llm.generate(prompts, params, use_tqdm=False)
         self.session.release()
+        completions = [c for out in outputs for c in out.outputs]
+        if len(completions) != batch:
+            raise RuntimeError(f"vLLM returned {len(completions)} completions for {batch} rows")
 
         eos = set(self.eos_ids)
         rows, logps, ended = [], [], []
-        for out in outputs:
-            completion = out.outputs[0]
+        for completion in completions:
             ids = list(completion.token_ids)
             values = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
             end = _first_end(ids, eos, self.stops)
@@ -442,3 +483,15 @@ class VLLMRolloutEngine:
         truncated = ~torch.tensor(ended, dtype=torch.bool)
         return Rollout(prompt_ids, prompt_mask.long(), completion_ids.to(device), completion_mask.to(device),
                        logprobs.to(device), truncated.to(device), texts, time.perf_counter() - start)
+
+
+def unique_prompt_runs(prompt_ids: Tensor, prompt_mask: Tensor) -> list[tuple[list[int], int]]:
+    """``[(prompt token ids without padding, how many consecutive rows repeat it)]``, in row order."""
+    runs: list[tuple[list[int], int]] = []
+    for row, mask in zip(prompt_ids, prompt_mask):
+        ids = row[mask.bool()].tolist()
+        if runs and runs[-1][0] == ids:
+            runs[-1] = (ids, runs[-1][1] + 1)
+        else:
+            runs.append((ids, 1))
+    return runs

@@ -34,7 +34,11 @@ def _is_lora_layer(module: torch.nn.Module) -> bool:
 
 
 def _full(t: Tensor) -> Tensor:
-    """A full (unsharded) detached tensor: DTensor shards are gathered, plain tensors pass through."""
+    """A full (unsharded) detached tensor: DTensor shards are gathered, plain tensors pass through.
+    A DeepSpeed ZeRO-3 partition (its local data is empty) is refused rather than streamed."""
+    if hasattr(t, "ds_id"):
+        raise ValueError("the weight sync met a DeepSpeed ZeRO-3 partitioned parameter: vLLM rollouts support ZeRO-1/2, "
+                         "FSDP and DDP; use deepspeed_stage_2 or model.rollout_engine=builtin")
     full_tensor = getattr(t, "full_tensor", None)
     return (full_tensor() if callable(full_tensor) else t).detach()
 
