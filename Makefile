@@ -45,7 +45,7 @@ bench: $(STAMP)
 GPU_PYTHON ?= python3
 WHEELS ?= benchmarks/wheels
 GPU_SITE := .gpu_check_site
-GPU_CHECK_ARGS ?= # e.g. --out $$OUT --part correctness --budget 330 (the two-call plan in docs/gpu_check.md)
+GPU_CHECK_ARGS ?= # e.g. --out $$OUT --part correctness --budget 300 (the two-call plan in docs/gpu_check.md)
 gpu-check:
 	@if [ ! -d $(GPU_SITE) ] && ls $(WHEELS)/*.whl >/dev/null 2>&1; then \
 	  $(GPU_PYTHON) -m pip install -q --no-index --no-deps --target $(GPU_SITE) $(WHEELS)/*.whl; fi

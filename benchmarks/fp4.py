@@ -213,7 +213,7 @@ def _time_ms(fn, device: torch.device, repeats: int = 20) -> float:
     return (time.perf_counter() - t0) / repeats * 1e3
 
 
-def kernel_checks(device: torch.device) -> dict:
+def kernel_checks(device: torch.device, agreement: bool = True) -> dict:
     """Triton and compiled quantizers against eager (mismatches counted: Triton bit for bit,
     compiled within the tolerance of gpu_check_support) and their speed (4096 x 4096)."""
     import os
@@ -225,7 +225,7 @@ def kernel_checks(device: torch.device) -> dict:
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(n, n, device=device, generator=g) * 3
     runnable = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
-    out: dict = fp4_kernel_agreement(device) if runnable else {}
+    out: dict = fp4_kernel_agreement(device) if runnable and agreement else {}
     if kernels.triton_available() and runnable:
         xt = x.t()
         for name, fn in {
@@ -306,14 +306,14 @@ def fsdp_one_gpu_check(timeout_s: int = 300) -> dict:
     return res
 
 
-def gpu_checks(device: torch.device) -> dict:
+def gpu_checks(device: torch.device, agreement: bool = True) -> dict:
     """The FP4 part of ``benchmarks/gpu_check.py`` (CUDA, ~2-3 min on an H100/H200 class GPU):
     bit-exactness of the Triton and compiled quantizers against eager, quantizer timings, the
     100M step-time ratios vs bf16 (target: FP4 <= 1.5x bf16), and one FSDP1 step."""
     device = torch.device(device)
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "torch": torch.__version__}
-    out.update(kernel_checks(device))
+    out.update(kernel_checks(device, agreement))
     results = []
     gpu = device.type == "cuda"
     size, (_, batch, seq) = "100m", SIZES["100m"]

@@ -1,7 +1,7 @@
 """The GPU check: every CUDA code path once, then the GPU figures; nothing it did is ever lost.
 
-    python3 benchmarks/gpu_check.py --out $OUT --part correctness --budget 240   # call 1 (docs/gpu_check.md)
-    python3 benchmarks/gpu_check.py --out $OUT --part figures --budget 330       # call 2, same warm machine
+    python3 benchmarks/gpu_check.py --out $OUT --part correctness --budget 300   # call 1 (docs/gpu_check.md)
+    python3 benchmarks/gpu_check.py --out $OUT --part figures --budget 390       # call 2, same warm machine
     python3 benchmarks/gpu_check.py --device cpu --out runs/gpu_check          # small sizes, on CPU
 
 * A preflight (~10 s) first compiles one Triton kernel and one ``torch.compile`` function on the
@@ -216,7 +216,7 @@ def fp4_figures(device: torch.device) -> dict:
     spec = importlib.util.spec_from_file_location("fp4_benchmark", HERE / "fp4.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    figures = module.gpu_checks(device)
+    figures = module.gpu_checks(device, agreement=False)  # the fp4_kernels section checked the numerics
     assert figures.get("fsdp1_fp4_ok", True), figures.get("fsdp1_error")
     return figures
 

@@ -191,5 +191,9 @@ def test_the_commands_in_the_docs_parse(gpu_check):
         args = shlex.split(words[2].split("=", 1)[1]) if words[0] == "make" else words[2:]
         parsed = gpu_check.build_parser().parse_args(args)
         assert set(parsed.sections or ()) <= names
+        if parsed.part != "all" and "$OUT" in command:  # a call of the plan: its estimates fit its budget
+            cuda = [s.estimate[0] for s in gpu_check.sections(torch.device("cuda"), gpu_check.SIZES["cuda"])
+                    if s.part == parsed.part and s.name not in gpu_check.OPTIONAL_SECTIONS]
+            assert 10 + sum(cuda) <= parsed.budget, (parsed.part, sum(cuda))
     reruns = re.findall(r"`(--sections [\w ]+)`", text)
     assert reruns and all(set(r.split()[1:]) <= names for r in reruns)
