@@ -108,8 +108,9 @@ def rollout_benchmark(device: torch.device, preset: str, dtype: str, prompts: in
     enc = tok([PROMPTS[i % len(PROMPTS)] for i in range(prompts)], return_tensors="pt", padding=True)
     ids = enc.input_ids.repeat_interleave(group, 0).to(device)
     mask = enc.attention_mask.repeat_interleave(group, 0).to(device)
+    max_prompt_length = inspect.signature(GRPO.__init__).parameters["max_prompt_length"].default
     engine = StaticCacheRolloutEngine(model, tok, SamplingConfig(max_new_tokens=new_tokens, temperature=1.0),
-                                      static_on=(device.type,))
+                                      static_on=(device.type,), max_prompt_length=max_prompt_length)  # as GRPO builds it
 
     def static_run(seed: int) -> tuple[int, float]:
         gen = torch.Generator(device=device).manual_seed(seed)
@@ -139,9 +140,11 @@ def rollout_benchmark(device: torch.device, preset: str, dtype: str, prompts: in
                 totals[name][1] += s
     static_tps = totals["static"][0] / totals["static"][1]
     generate_tps = totals["generate"][0] / totals["generate"][1]
+    engine_positions = engine._cache_key[1] if engine._cache_key else None
     engine = model = None  # drop them (and the closures' view) before freeing
     _free(device)
     return {"preset": preset, "dtype": dtype, "rows": int(ids.shape[0]), "new_tokens": new_tokens,
+            "cache_positions": engine_positions,
             "mean_length": totals["static"][0] / (repeats * ids.shape[0]), "static_tokens_per_s": round(static_tps, 1),
             "generate_tokens_per_s": round(generate_tps, 1), "ratio": round(static_tps / generate_tps, 3),
             "static_first_run_s": round(warmup_s, 2)}

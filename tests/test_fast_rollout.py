@@ -217,3 +217,19 @@ def test_sharded_weights_on_one_device_sample_with_the_plain_engine(monkeypatch,
     for engine in (module.engine, module.val_engine):
         assert (type(engine) is RolloutEngine) == (sharded is not None)
         assert engine.all_ranks_done is None
+
+
+def test_static_cache_length_benchmark_runs_and_reports_a_consistent_ratio(monkeypatch):
+    """benchmarks/static_cache_length.py (docs/vs_trl.md), tiny sizes: both caches measured,
+    GRPO's max_prompt_length one the longer, the ratio what the two rates give."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    sys.modules.pop("static_cache_length", None)
+    import static_cache_length
+
+    r = static_cache_length.main(["--repeats", "1", "--new-tokens", "4", "--group", "2"])
+    assert r["max_prompt_length"]["cache_positions"] == 512 + 4 > r["bucket"]["cache_positions"] == 64
+    ratio = r["max_prompt_length"]["tokens_per_s"] / r["bucket"]["tokens_per_s"]
+    assert abs(r["ratio_max_prompt_length_vs_bucket"] - ratio) < 1e-2
