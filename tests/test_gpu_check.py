@@ -197,3 +197,12 @@ def test_the_commands_in_the_docs_parse(gpu_check):
             assert 10 + sum(cuda) <= parsed.budget, (parsed.part, sum(cuda))
     reruns = re.findall(r"`(--sections [\w ]+)`", text)
     assert reruns and all(set(r.split()[1:]) <= names for r in reruns)
+
+
+def test_a_preflight_that_hangs_stops_in_one_line(gpu_check, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(gpu_check.torch, "compile", lambda *a, **k: time.sleep(10))
+    start = time.perf_counter()
+    assert gpu_check.main(["--device", "cpu", "--out", str(tmp_path), "--preflight-timeout", "0.5"]) == 2
+    assert time.perf_counter() - start < 5
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[gpu-check] preflight")]
+    assert len(printed) == 1 and "OverBudget" in printed[0] and "--preflight-timeout" in printed[0]
