@@ -1,7 +1,7 @@
 """Colocated vLLM on CUDA, right by construction: a fake ``vllm`` module records what the session
 and the rollout engine ask of it (no vLLM needed, so this runs in the main venv; the vLLM lane
 runs it too). The call order of sleep / wake / sync, one request with ``n = G`` per unique prompt
-and its seeds, the dtype, tensor parallelism refused, the local rank, ZeRO-3 refused and
+and the sampler's RNG seeded once per (step, rank), the dtype, tensor parallelism refused, the local rank, ZeRO-3 refused and
 ``max_num_batched_tokens``."""
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class FakeLLM:
     def generate(self, prompts, params, use_tqdm=False):
         self.calls.append(("generate",))
         self.requests = list(zip(prompts, params))
+        self.draw = torch.rand(4)  # what a colocated sampler draws from the process RNG
         eos = params[0].stop_token_ids[0]
         return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=[5 + i, 5 + j, eos],
                                                          logprobs=[{5 + i: SimpleNamespace(logprob=-0.5)},
@@ -127,15 +128,27 @@ def test_one_request_with_n_equal_to_the_group_per_unique_prompt(fake_vllm):
     assert [p.n for _, p in requests] == [4, 4, 4]
     for (prompt, _), text in zip(requests, ("ab", "abcd", "b")):  # padding removed
         assert prompt["prompt_token_ids"] == tok(text)["input_ids"]
-    seeds = [p.seed for _, p in requests]
-    assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]  # one draw per (step, rank) generator
+    assert all(p.seed is None for _, p in requests)  # no per-request sampler generators
     # rows come back in order: row r is request r // 4, sample r % 4
     assert out.completion_ids[:, :2].tolist() == [[5 + r // 4, 5 + r % 4] for r in range(12)]
     assert torch.equal(out.completion_mask.sum(-1), torch.full((12,), 3))
-    engine.generate(ids, mask, torch.Generator().manual_seed(3))
-    assert [p.seed for _, p in session.llm.requests] == seeds  # same generator state, same seeds
-    engine.generate(ids, mask, torch.Generator().manual_seed(4))
-    assert [p.seed for _, p in session.llm.requests] != seeds
+
+
+def test_the_sampler_rng_is_seeded_once_per_step_and_rank_and_the_trainers_restored(fake_vllm):
+    steps = {"n": 0}
+    session, engine, tok = session_and_engine(VLLMOptions(), steps)
+    ids, mask = batch(tok)
+    draws = {}
+    for key in ((0, 5, 0), (0, 5, 0), (0, 6, 0), (0, 5, 1)):
+        torch.manual_seed(123)
+        trainer_next = torch.rand(3)
+        torch.manual_seed(123)
+        engine.generate(ids, mask, torch.Generator().manual_seed(hash(key) % 2**63))
+        assert torch.equal(torch.rand(3), trainer_next)  # the trainer's stream is as if nothing ran
+        draws.setdefault(key, []).append(session.llm.draw)
+    assert torch.equal(*draws[(0, 5, 0)])  # the same (seed, step, rank): the same sampler stream
+    assert not torch.equal(draws[(0, 5, 0)][0], draws[(0, 6, 0)][0])
+    assert not torch.equal(draws[(0, 5, 0)][0], draws[(0, 5, 1)][0])
 
 
 def test_unique_prompt_runs_by_hand():

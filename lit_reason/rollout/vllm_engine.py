@@ -8,7 +8,7 @@ checkpoint, a LoRA wrap, a preset that was never saved). After every ``sync_ever
 steps the next rollout first pushes the weights again (:mod:`lit_reason.rollout.weight_sync`
 into the worker's ``reload_weights``) and drops vLLM's prefix cache, which was computed with
 the old weights. :class:`VLLMRolloutEngine` is the contract (:mod:`lit_reason.rollout.contract`)
-on top: one request with ``n = G`` per unique prompt, seeds from one draw of the step's generator, EOS and stop
+on top: one request with ``n = G`` per unique prompt, the sampler's RNG seeded once per (step, rank), EOS and stop
 strings re-checked with the policy's tokenizer, sampler log-probs per token.
 
 Log-probs: ``logprobs_mode="processed_logprobs"`` gives log softmax(logits / temperature), the
@@ -443,19 +443,21 @@ class VLLMRolloutEngine:
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None = None) -> Rollout:
         """One completion per row. Consecutive equal rows (a prompt repeated G times for its group)
-        are one request with ``n = G``; the requests' seeds are one draw from ``generator`` (the
-        step's (seed, step, rank) stream) plus the request's index, so a rollout is reproducible and
-        vLLM keeps one sampler generator per unique prompt, not per row."""
+        are one request with ``n = G``. No request carries a seed (vLLM would keep a sampler
+        generator per seeded row and loop over them): the process's RNG, which the colocated
+        engine's sampler draws from, is seeded once from ``generator`` (the step's (seed, step,
+        rank) stream) for this rollout and the trainer's RNG states are restored after it."""
         start = time.perf_counter()
         self.session.prepare()
         batch, device = prompt_ids.shape[0], prompt_ids.device
         requests = unique_prompt_runs(prompt_ids.cpu(), prompt_mask.cpu())
-        base = None
+        seed = None
         if generator is not None:
-            base = int(torch.randint(0, 2**31 - 1 - len(requests), (1,), generator=generator, device=generator.device))
+            seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
         prompts = [{"prompt_token_ids": ids} for ids, _ in requests]
-        params = [self.sampling_params(None if base is None else base + i, n) for i, (_, n) in enumerate(requests)]
-        outputs = self.session.llm.generate(prompts, params, use_tqdm=False)
+        params = [self.sampling_params(None, n) for _, n in requests]
+        with seeded_process_rng(seed):
+            outputs = self.session.llm.generate(prompts, params, use_tqdm=False)
         self.session.release()
         completions = [c for out in outputs for c in out.outputs]
         if len(completions) != batch:
@@ -483,6 +485,21 @@ class VLLMRolloutEngine:
         truncated = ~torch.tensor(ended, dtype=torch.bool)
         return Rollout(prompt_ids, prompt_mask.long(), completion_ids.to(device), completion_mask.to(device),
                        logprobs.to(device), truncated.to(device), texts, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def seeded_process_rng(seed: int | None):
+    """The process's torch RNGs (CPU and every CUDA device) seeded with ``seed`` inside the block,
+    and the trainer's RNG states as they were after it; ``None``: untouched."""
+    if seed is None:
+        yield
+        return
+    states = collect_rng_states()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        set_rng_states(states)
 
 
 def unique_prompt_runs(prompt_ids: Tensor, prompt_mask: Tensor) -> list[tuple[list[int], int]]:
