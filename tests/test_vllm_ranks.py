@@ -262,5 +262,5 @@ def test_trainer_process_group_survives_engine_teardown(one_rank_group, monkeypa
     assert destroyed == [own, None]
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.setenv("LOCAL_RANK", "0")
-    _torchrun_env()
+    _torchrun_env(0)
     assert os.environ["RANK"] == "0" and os.environ["WORLD_SIZE"] == "1"
