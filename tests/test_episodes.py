@@ -230,3 +230,44 @@ def test_combinations_that_cannot_work_fail_before_training_in_one_line(cls, kw,
     with pytest.raises(ValueError, match=message) as err:
         cls(**settings)
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------ a tool-use episode, scripted
+class ScriptedEngine:
+    """Stands in for the sampler: row i's next turn is the next text of its script (EOS-ended
+    unless the text ends in a stop string), each token at log-prob -1."""
+
+    def __init__(self, tokenizer, turns):
+        self.tokenizer, self.turns, self.calls = tokenizer, list(turns), 0
+        self.eos_ids, self.pad_id = [tokenizer.eos_token_id], tokenizer.pad_token_id
+
+    def generate(self, ids, mask, generator=None):
+        from lit_reason.rollout import Rollout
+
+        text = self.turns[self.calls]
+        self.calls += 1
+        row = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        row += [] if text.endswith("</tool_call>") else self.eos_ids
+        b = ids.shape[0]
+        completion = torch.tensor([row] * b)
+        return Rollout(ids, mask, completion, torch.ones_like(completion), -torch.ones(b, len(row)),
+                       torch.zeros(b, dtype=torch.bool), [text] * b)
+
+
+def test_a_tool_call_is_answered_by_the_tool_and_its_result_is_context_not_loss():
+    from lit_reason.rollout_step.episodes import Episode, episode_rollout, play_episodes
+    from lit_reason.tasks.tools.environment import ToolUse
+
+    tok = GRPO(model="tiny", num_generations=2).tokenizer
+    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "37*91"}}</tool_call>'
+    env = ToolUse(TextProblem("37*91?", "3367", lambda c: 1.0 if "3367" in c else 0.0), tools=["calculator"])
+    episode = Episode(env, tok(tok.apply_chat_template(env.reset(), tokenize=False, add_generation_prompt=True),
+                               add_special_tokens=False)["input_ids"])
+    engine = ScriptedEngine(tok, [call, "<answer>3367</answer>"])
+    play_episodes([episode], engine, tok, [TurnWrapper(tok, True)], EpisodeOptions(max_turns=4), None, "cpu")
+    r = episode_rollout([episode], tok.pad_token_id, 0.0, "cpu")
+    tool_turn = "<|im_end|>\n<|im_start|>tool\n3367<|im_end|>\n<|im_start|>assistant\n"  # the cut turn closed first
+    assert tok.decode(r.completion_ids[0]) == call + tool_turn + "<answer>3367</answer><|im_end|>"
+    assert tok.decode(r.completion_ids[0][r.completion_mask[0].bool()]) == call + "<answer>3367</answer><|im_end|>"
+    assert episode.rewards == [None, 1.0] and episode_reward(episode.rewards) == 1.0 and not episode.truncated
+    assert (r.logprobs[0][r.completion_mask[0].bool()] == -1).all() and (r.logprobs[0][~r.completion_mask[0].bool()] == 0).all()
