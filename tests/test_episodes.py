@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from datamodules import ToyDataModule
-from lit_reason.modules import GRPO, HRPO, Intuitor
+from lit_reason.modules import GRPO, HRPO, NTHR, Intuitor
 from lit_reason.rollout_step.episodes import DynamicEpisodes, Episodes, EpisodeOptions
 from lit_reason.rollout_step.sampling import SampleNow
 from lit_reason.tasks.environment import Observation, Retry, SingleTurn, episode_reward
@@ -206,7 +206,8 @@ def fit(module, problems, steps=2):
 
 
 @pytest.mark.parametrize("cls,extra", [(GRPO, {}), (GRPO, {"dynamic_sampling": True, "max_resample_batches": 1}),
-                                       (Intuitor, {}), (GRPO, {"num_iterations": 2, "beta": 0.04})])
+                                       (Intuitor, {}), (NTHR, {}), (GRPO, {"num_iterations": 2, "beta": 0.04}),
+                                       (GRPO, {"lora": {"r": 4}})])
 def test_the_training_step_runs_unchanged_on_episodes(cls, extra):
     torch.manual_seed(0)
     module = tiny(**extra) if cls is GRPO else cls(**{**dict(model="tiny", num_generations=3, max_new_tokens=10,

@@ -44,3 +44,32 @@ def test_the_docs_worked_episode_is_what_the_code_produces():
 
 if __name__ == "__main__":
     print(worked_episode())
+
+
+def blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), re.DOTALL)
+
+
+def test_the_docs_yaml_builds_a_module_and_its_environment_class_plays_episodes(monkeypatch):
+    import sys
+    import types
+
+    import yaml
+
+    from lit_reason.modules import GRPO
+    from lit_reason.rollout_step.episodes import Episodes
+    from lit_reason.tasks.problem import TextProblem
+
+    (config,) = blocks("yaml")
+    module = GRPO(**{**yaml.safe_load(config)["model"]["init_args"], "num_generations": 2})
+    assert isinstance(module.rollout_step, Episodes) and module.rollout_step.options.max_episode_tokens == 256
+    games = types.ModuleType("my_package.games")
+    exec(blocks("python")[0], games.__dict__)  # noqa: S102 - the doc's own example
+    monkeypatch.setitem(sys.modules, "my_package", types.ModuleType("my_package"))
+    monkeypatch.setitem(sys.modules, "my_package.games", games)
+    module = GRPO(model="tiny", num_generations=2, max_new_tokens=4, sampling_seed=0,
+                  episodes={"environment": "my_package.games:GuessTheNumber", "max_turns": 4})
+    step = module.rollout_step(module, [TextProblem("unused", "7", lambda c: 0.0)])
+    assert step.metrics["episodes/failed"] == 0 and (step.rollout.extras["turns"] >= 1).all()
+    env = games.GuessTheNumber(None)
+    assert env.step("5").messages == [{"role": "user", "content": "No, higher."}] and env.step("7").reward == 1.0
