@@ -272,3 +272,42 @@ def test_a_tool_call_is_answered_by_the_tool_and_its_result_is_context_not_loss(
     assert tok.decode(r.completion_ids[0][r.completion_mask[0].bool()]) == call + "<answer>3367</answer><|im_end|>"
     assert episode.rewards == [None, 1.0] and episode_reward(episode.rewards) == 1.0 and not episode.truncated
     assert (r.logprobs[0][r.completion_mask[0].bool()] == -1).all() and (r.logprobs[0][~r.completion_mask[0].bool()] == 0).all()
+
+
+# ------------------------------------------------------------------ the reference trainer's environment_factory
+class Counter:
+    """Written to the reference trainer's environment_factory contract (no lit-reason import)."""
+
+    def reset(self, **kwargs) -> str:
+        self.count, self.target = 0, int(kwargs["answer"])
+        return f" Reach {self.target} with the counter."
+
+    def increment(self, by: int) -> int:
+        """Add to the counter.
+
+        Args:
+            by: how much to add
+        """
+        self.count += by
+        return self.count
+
+    def get_reward(self) -> float:
+        return float(self.count == self.target)
+
+
+def test_an_environment_factory_class_runs_unchanged_its_methods_are_the_tools_and_it_owns_the_reward():
+    from lit_reason.rollout_step.episodes import Episode, play_episodes
+    from lit_reason.tasks.environment import resolve_environment
+
+    tok = GRPO(model="tiny", num_generations=2).tokenizer
+    env = resolve_environment("trl")(TextProblem("Count.", "3", lambda c: 0.0), factory="tests.test_episodes:Counter")
+    prompt = env.reset()
+    assert prompt[-1]["content"] == "Count. Reach 3 with the counter." and '"name": "increment"' in prompt[0]["content"]
+    episode = Episode(env, tok(tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
+                               add_special_tokens=False)["input_ids"])
+    call = '<tool_call>{"name": "increment", "arguments": {"by": 3}}</tool_call>'
+    play_episodes([episode], ScriptedEngine(tok, [call, "done"]), tok, [TurnWrapper(tok, True)],
+                  EpisodeOptions(max_turns=3), None, "cpu")
+    assert episode.rewards == [None, 1.0] and "<|im_start|>tool\n3<|im_end|>" in tok.decode(episode.ids)
+    with pytest.raises(ValueError, match="factory='nowhere:Env'"):
+        resolve_environment("trl")(problem(), factory="nowhere:Env")

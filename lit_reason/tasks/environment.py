@@ -14,12 +14,12 @@ never sees token ids, so it cannot change what was sampled.
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from lit_reason.tasks.problem import safe_score
+from lit_reason.utils.imports import import_path
 
 EPISODE_REWARDS = ("last", "sum")
 
@@ -109,20 +109,13 @@ ENVIRONMENTS: dict[str, str] = {
     "single_turn": "lit_reason.tasks.environment:SingleTurn",
     "retry": "lit_reason.tasks.environment:Retry",
     "tools": "lit_reason.tasks.tools.environment:ToolUse",
+    "trl": "lit_reason.tasks.tools.trl_environment:TRLEnvironment",
 }
 
 
 def resolve_environment(name: str) -> Callable[..., Any]:
     """A built-in name or ``package.module:Class`` (a callable ``(problem, **args) -> Environment``)."""
-    path = ENVIRONMENTS.get(name, name)
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    try:
-        maker = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"model.episodes.environment={name!r}: not found ({err}); use one of "
-                         f"{sorted(ENVIRONMENTS)} or 'package.module:Class'") from err
+    maker = import_path(ENVIRONMENTS.get(name, name), "model.episodes.environment", list(ENVIRONMENTS))
     if not callable(maker):
         raise ValueError(f"model.episodes.environment={name!r} is not callable")
     return maker

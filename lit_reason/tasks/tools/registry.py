@@ -3,12 +3,13 @@ shown to the model (``transformers.utils.get_json_schema``, the format chat temp
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from transformers.utils import get_json_schema
+
+from lit_reason.utils.imports import import_path
 
 #: built-in tools by name (``tools: [calculator, python]``); anything else is ``package.module:function``
 BUILTIN_TOOLS = {"calculator": "lit_reason.tasks.tools.calculator:calculator",
@@ -33,15 +34,8 @@ def tool_from_function(fn: Callable[..., Any]) -> Tool:
 
 
 def resolve_tool(name: str) -> Tool:
-    path = BUILTIN_TOOLS.get(name, name)
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"unknown tool {name!r}: use one of {sorted(BUILTIN_TOOLS)} or 'package.module:function'") from err
-    return tool_from_function(fn)
+    """A built-in tool name or ``package.module:function``."""
+    return tool_from_function(import_path(BUILTIN_TOOLS.get(name, name), "tool", list(BUILTIN_TOOLS)))
 
 
 class ToolRegistry:
