@@ -207,7 +207,8 @@ def fit(module, problems, steps=2):
 
 @pytest.mark.parametrize("cls,extra", [(GRPO, {}), (GRPO, {"dynamic_sampling": True, "max_resample_batches": 1}),
                                        (Intuitor, {}), (NTHR, {}), (GRPO, {"num_iterations": 2, "beta": 0.04}),
-                                       (GRPO, {"lora": {"r": 4}})])
+                                       (GRPO, {"lora": {"r": 4}}), (GRPO, {"loss_type": "dapo"}),
+                                       (GRPO, {"rollout_correction": {"level": "token", "mode": "truncate", "cap": 2.0}})])
 def test_the_training_step_runs_unchanged_on_episodes(cls, extra):
     torch.manual_seed(0)
     module = tiny(**extra) if cls is GRPO else cls(**{**dict(model="tiny", num_generations=3, max_new_tokens=10,

@@ -42,8 +42,9 @@ class EpisodeOptions:
     """``model.episodes``: which environment each problem becomes and the limits of an episode.
 
     Args:
-        environment: ``single_turn`` | ``retry`` | ``tools`` or ``package.module:Class`` (called as
-            ``Class(problem, **environment_args)``).
+        environment: ``single_turn`` | ``retry`` | ``tools`` | ``trl`` (a reference-trainer
+            ``environment_factory`` class, ``environment_args: {factory: package.module:Class}``) or
+            ``package.module:Class`` (called as ``Class(problem, **environment_args)``).
         environment_args: keyword arguments of the environment (e.g. ``{attempts: 3}`` for retry).
         max_turns: assistant turns per episode at most (each samples up to ``max_new_tokens``).
         max_episode_tokens: tokens after the prompt (sampled + environment) at most.
