@@ -273,6 +273,12 @@ def test_a_tool_call_is_answered_by_the_tool_and_its_result_is_context_not_loss(
     assert tok.decode(r.completion_ids[0][r.completion_mask[0].bool()]) == call + "<answer>3367</answer><|im_end|>"
     assert episode.rewards == [None, 1.0] and episode_reward(episode.rewards) == 1.0 and not episode.truncated
     assert (r.logprobs[0][r.completion_mask[0].bool()] == -1).all() and (r.logprobs[0][~r.completion_mask[0].bool()] == 0).all()
+    from lit_reason.rollout_step.episodes import episode_metrics
+
+    bad = Episode(ToolUse(problem(), tools=["calculator"]), [1])
+    bad.env.step("<tool_call>{oops</tool_call>")
+    counted = episode_metrics([episode, bad], [1.0, 0.0])
+    assert (counted["episodes/tool_calls"], counted["episodes/malformed_tool_calls"]) == (2.0, 1.0)
 
 
 # ------------------------------------------------------------------ the reference trainer's environment_factory

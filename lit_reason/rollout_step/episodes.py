@@ -163,7 +163,7 @@ def episode_rollout(episodes: list[Episode], pad_id: int, seconds: float, device
 
 def episode_metrics(episodes: list[Episode], rewards: list[float]) -> dict[str, float]:
     """What an episode step logs: turns, the share cut or failed, the first turn's reward and the
-    episode's, and the share of episode tokens the environment wrote."""
+    episode's, the share of episode tokens the environment wrote, and tool calls (malformed ones too)."""
     n = max(len(episodes), 1)
     first = [float(e.rewards[0]) if e.rewards and e.rewards[0] is not None else 0.0 for e in episodes]
     tokens = sum(len(e.ids) for e in episodes)
@@ -174,6 +174,9 @@ def episode_metrics(episodes: list[Episode], rewards: list[float]) -> dict[str, 
         "episodes/first_turn_reward_mean": sum(first) / n,
         "episodes/reward_mean": sum(rewards) / n,
         "episodes/environment_token_frac": (tokens - sum(sum(e.sampled) for e in episodes)) / max(tokens, 1),
+        # tool-use environments count their calls (lit_reason.tasks.tools.environment.ToolUse)
+        "episodes/tool_calls": float(sum(getattr(e.env, "calls", 0) for e in episodes)),
+        "episodes/malformed_tool_calls": float(sum(getattr(e.env, "malformed_calls", 0) for e in episodes)),
     }
 
 
