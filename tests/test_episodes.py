@@ -6,6 +6,7 @@ changes earlier turns when the conversation is re-rendered)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -18,6 +19,8 @@ from lit_reason.rollout_step.sampling import SampleNow
 from lit_reason.tasks.environment import Observation, Retry, SingleTurn, episode_reward
 from lit_reason.tasks.problem import TextProblem
 from lit_reason.tasks.turns import TurnWrapper
+
+CONFIGS = Path(__file__).parent.parent / "configs" / "episodes"
 
 #: Qwen3-like: the generation prompt opens a think block, and an earlier assistant turn is
 #: re-rendered without its reasoning, trimmed (so re-rendering never gives the sampled tokens back)
@@ -318,3 +321,15 @@ def test_an_environment_factory_class_runs_unchanged_its_methods_are_the_tools_a
     assert episode.rewards == [None, 1.0] and "<|im_start|>tool\n3<|im_end|>" in tok.decode(episode.ids)
     with pytest.raises(ValueError, match="factory='nowhere:Env'"):
         resolve_environment("trl")(problem(), factory="nowhere:Env")
+
+
+@pytest.mark.parametrize("arg,message", [("--model.init_args.episodes.reward=max", "error: model.episodes.reward='max': choose"),
+                                         ("--model.init_args.rollout_engine=vllm", "error: model.episodes runs on the built-in")])
+def test_a_bad_episodes_setting_is_one_line_from_the_cli(arg, message, capsys):
+    from lit_reason.app.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(CONFIGS / "enigmata_retry.yaml"), arg, "--trainer.max_steps=1"])
+    assert done.value.code != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and err[0].startswith(message)

@@ -9,7 +9,9 @@ from lit_reason.algorithms import objectives as obj
 from lit_reason.algorithms.advantages import check_estimator
 from lit_reason.models.reference import check_ref_quantization
 from lit_reason.rollout.vllm_engine import ROLLOUT_ENGINES
+from lit_reason.rollout_step.episodes import EpisodeOptions
 from lit_reason.tasks.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS
+from lit_reason.utils.config_dataclass import parse_config
 from lit_reason.utils.optim import optimizer_steps_per_rollout, run_optimizer_steps
 
 
@@ -67,6 +69,9 @@ def episode_option_problem(h: Any, module_name: str, own_engine: bool) -> str | 
     """``model.episodes`` runs on the built-in engines; the combinations that cannot work, in one line."""
     if h.get("episodes") is None:
         return None
+    problem = parse_config(EpisodeOptions, h.episodes, "model.episodes").problem()
+    if problem is not None:
+        return problem
     if h.get("rollout_engine", "builtin") == "vllm":
         return "model.episodes runs on the built-in rollout engine (not vLLM yet): set model.rollout_engine=builtin"
     if own_engine:

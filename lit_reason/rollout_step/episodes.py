@@ -57,13 +57,16 @@ class EpisodeOptions:
     max_episode_tokens: int = 1024
     reward: str = "last"
 
-    def __post_init__(self) -> None:
+    def problem(self) -> str | None:
+        """The first bad value, in one line (checked with the module's settings, not in
+        ``__post_init__``: the CLI builds this dataclass itself and would bury the line in a traceback)."""
         if self.max_turns < 1:
-            raise ValueError(f"model.episodes.max_turns must be >= 1, got {self.max_turns}")
+            return f"model.episodes.max_turns must be >= 1, got {self.max_turns}"
         if self.max_episode_tokens < 1:
-            raise ValueError(f"model.episodes.max_episode_tokens must be >= 1, got {self.max_episode_tokens}")
+            return f"model.episodes.max_episode_tokens must be >= 1, got {self.max_episode_tokens}"
         if self.reward not in EPISODE_REWARDS:
-            raise ValueError(f"model.episodes.reward={self.reward!r}: choose one of {EPISODE_REWARDS}")
+            return f"model.episodes.reward={self.reward!r}: choose one of {EPISODE_REWARDS}"
+        return None
 
 
 @dataclass
@@ -246,4 +249,6 @@ class DynamicEpisodes(Episodes, DynamicSampling):
 def episode_step(options: Any, dynamic_sampling: bool, max_resample_batches: int) -> Episodes:
     """The rollout step of ``model.episodes`` (a mapping or :class:`EpisodeOptions`)."""
     options = parse_config(EpisodeOptions, options, "model.episodes")
+    if options.problem() is not None:
+        raise ValueError(options.problem())
     return DynamicEpisodes(options, max_resample_batches) if dynamic_sampling else Episodes(options)
