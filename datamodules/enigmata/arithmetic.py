@@ -28,6 +28,27 @@ def _expression_value(body: str, target: int):
         return None
 
 
+def expression_feedback(body: str, metadata: dict, every_number: bool, max_chars: int) -> str | None:
+    """Why an arithmetic answer is wrong: it does not parse, its numbers are not the puzzle's, or
+    its value misses the target (None when none of these: e.g. a wrong "no solution")."""
+    target, numbers = metadata["target"], sorted(metadata["numbers"])
+    if len(body) > max_chars:
+        return f"The answer is longer than {max_chars} characters."
+    if says_no_solution(body):
+        return "This puzzle has a solution." if metadata.get("solvable", True) else None
+    parsed = _expression_value(body, target)
+    if parsed is None:
+        return "The answer is not an arithmetic expression of the given numbers with + - * / and parentheses."
+    value, used = parsed
+    if (used != numbers) if every_number else not is_sub_multiset(used, numbers):
+        need = "every given number exactly once" if every_number else "each given number at most once"
+        return f"The expression uses {used} but must use {need}: {numbers}."
+    if value != target:
+        shown = str(value) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+        return f"The expression evaluates to {shown}, not {target}."
+    return None
+
+
 def _sample_game24_numbers(rng: random.Random, count: int, max_number: int, few_distinct: bool) -> list[int]:
     """Uniform numbers in 1..max_number, or (few_distinct) numbers drawn from only 1-3 values:
     the region where unsolvable sets live once there are 5 or more numbers."""
@@ -95,6 +116,9 @@ class Game24(Task):
             return False
         value, used = parsed
         return used == sorted(metadata["numbers"]) and value == metadata["target"]
+
+    def feedback(self, answer, metadata):
+        return expression_feedback(answer, metadata, every_number=True, max_chars=self.max_answer_chars)
 
     def corruptions(self, puzzle, rng):
         numbers = puzzle.metadata["numbers"]
@@ -189,6 +213,9 @@ class Countdown(Task):
             return False
         value, used = parsed
         return is_sub_multiset(used, metadata["numbers"]) and value == metadata["target"]
+
+    def feedback(self, answer, metadata):
+        return expression_feedback(answer, metadata, every_number=False, max_chars=self.max_answer_chars)
 
     def corruptions(self, puzzle, rng):
         numbers, target = puzzle.metadata["numbers"], puzzle.metadata["target"]

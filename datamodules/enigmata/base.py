@@ -57,6 +57,15 @@ class Puzzle:
     def _check(self, body: str) -> float:
         return 1.0 if TASKS[self.task].verify(body, self.metadata) else 0.0
 
+    def feedback(self, completion: str) -> str:
+        """What the verifier says about a wrong completion, for a retry episode's next turn
+        (lit_reason.tasks.environment.Retry): a missing answer block, or the task's own reason."""
+        body = extract_answer(completion)
+        if body is None:
+            return "No <answer></answer> block found: put your final answer inside answer tags."
+        reason = TASKS[self.task].feedback(body, self.metadata)
+        return reason or f"The answer {body[:60]!r} breaks the puzzle's rules."
+
 
 class Task:
     """Base class of a puzzle task; subclasses set the class attributes and two methods."""
@@ -70,6 +79,11 @@ class Task:
 
     def verify(self, answer: str, metadata: dict) -> bool:
         raise NotImplementedError
+
+    def feedback(self, answer: str, metadata: dict) -> str | None:
+        """Why ``answer`` is wrong, in one sentence a solver can act on; None: no more than "wrong"
+        (the default). Bounded like ``verify``, never raises on garbage."""
+        return None
 
     def corruptions(self, puzzle: "Puzzle", rng: random.Random) -> list[str]:
         """Wrong answer bodies for ``puzzle`` that ``verify`` must reject (used by the tests):

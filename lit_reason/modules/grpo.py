@@ -27,6 +27,7 @@ from lit_reason.rollout import Rollout, SamplingConfig
 from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
 from lit_reason.rollout.vllm_engine import VLLMOptions
 from lit_reason.rollout_step import DynamicSampling, RolloutStep, SampleNow
+from lit_reason.rollout_step.episodes import EpisodeOptions, episode_step
 from lit_reason.rollout_step.metrics import scored_rollout_metrics
 from lit_reason.tasks.metrics import GroupedAccuracy
 from lit_reason.tasks.rewards import ScoredCompletions, resolve_reward, score_sources, source_metrics
@@ -102,6 +103,9 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction: truncated importance sampling on pi_trainer_old / pi_sampler,
             ``{level: token|sequence, mode: truncate|mask, cap, floor}`` (lit_reason.rollout.correction),
             for any engine; null = off.
+        episodes: multi-turn episodes against an environment ``{environment, environment_args,
+            max_turns, max_episode_tokens, reward}`` (lit_reason.rollout_step.episodes,
+            docs/episodes.md); null = one completion per rollout row.
     """
 
     def __init__(
@@ -155,11 +159,13 @@ class GRPO(CheckpointState, Evaluation):
         rollout_engine: str = "builtin",
         vllm: VLLMOptions | None = None,
         rollout_correction: RolloutCorrection | None = None,
+        episodes: EpisodeOptions | None = None,
     ) -> None:
         super().__init__()
         lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
         vllm = config_dict(VLLMOptions, vllm, "model.vllm")
         rollout_correction = config_dict(RolloutCorrection, rollout_correction, "model.rollout_correction")
+        episodes = config_dict(EpisodeOptions, episodes, "model.episodes")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._check_config()
@@ -187,6 +193,8 @@ class GRPO(CheckpointState, Evaluation):
     def build_rollout_step(self) -> RolloutStep:
         """How a batch becomes a scored rollout: replace this (or ``self.rollout_step``) to sample
         another way (episodes, a rollout queue) with the step below unchanged."""
+        if self.hparams.get("episodes") is not None:
+            return episode_step(self.hparams.episodes, self.hparams.dynamic_sampling, self.hparams.max_resample_batches)
         if self.hparams.dynamic_sampling:
             return DynamicSampling(self.hparams.max_resample_batches)
         return SampleNow()

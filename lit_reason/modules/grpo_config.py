@@ -9,7 +9,9 @@ from lit_reason.algorithms import objectives as obj
 from lit_reason.algorithms.advantages import check_estimator
 from lit_reason.models.reference import check_ref_quantization
 from lit_reason.rollout.vllm_engine import ROLLOUT_ENGINES
+from lit_reason.rollout_step.episodes import EpisodeOptions
 from lit_reason.tasks.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS
+from lit_reason.utils.config_dataclass import parse_config
 from lit_reason.utils.optim import optimizer_steps_per_rollout, run_optimizer_steps
 
 
@@ -39,6 +41,9 @@ def check_options(h: Any, module_name: str, own_engine: bool) -> None:
     if engine == "vllm" and own_engine:
         raise ValueError(f"model.rollout_engine=vllm: {module_name} samples with its own engine "
                          "(vLLM cannot run it); set model.rollout_engine=builtin")
+    problem = episode_option_problem(h, module_name, own_engine)
+    if problem is not None:
+        raise ValueError(problem)
     if h.ref_quantization is not None and h.get("lora") is not None:
         raise ValueError("model.ref_quantization has no effect with model.lora (the reference is the base with the "
                          "adapters off, no copy): unset ref_quantization; lora.load_in_4bit quantizes the base")
@@ -58,6 +63,24 @@ def algorithm_option_problem(h: Any) -> str | None:
     if problem is None and h.max_resample_batches < 0:
         problem = f"model.max_resample_batches must be >= 0, got {h.max_resample_batches}"
     return problem
+
+
+def episode_option_problem(h: Any, module_name: str, own_engine: bool) -> str | None:
+    """``model.episodes`` runs on the built-in engines; the combinations that cannot work, in one line."""
+    if h.get("episodes") is None:
+        return None
+    problem = parse_config(EpisodeOptions, h.episodes, "model.episodes").problem()
+    if problem is not None:
+        return problem
+    if h.get("rollout_engine", "builtin") == "vllm":
+        return "model.episodes runs on the built-in rollout engine (not vLLM yet): set model.rollout_engine=builtin"
+    if own_engine:
+        return (f"model.episodes: {module_name} samples with its own engine, whose per-position state multi-turn "
+                "episodes do not carry across turns; use GRPO, Intuitor or NTHR for episodes")
+    if h.top_entropy_quantile < 1.0:
+        return ("model.top_entropy_quantile < 1 with model.episodes: the token pool is sized by max_new_tokens, "
+                "an episode is longer; set top_entropy_quantile=1.0")
+    return None
 
 
 def check_batch_sizes(h: Any, batch_size: int | None) -> None:

@@ -134,7 +134,7 @@ class PolicyPasses(StrategyHooks):
     def model_inputs(self, model: torch.nn.Module, rollout: Rollout) -> dict[str, Tensor]:
         """Keyword inputs of the training forward over prompt + completion (HRPO: ``inputs_embeds``)."""
         ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
-        mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)
+        mask = torch.cat([rollout.prompt_mask, rollout.context_mask], dim=1)  # episodes: env tokens are context
         return {"input_ids": ids, "attention_mask": mask, "position_ids": positions_from_mask(mask)}
 
     def policy_logits(self, model: torch.nn.Module, rollout: Rollout, need_hidden: bool = False) -> tuple[Tensor, Tensor | None]:

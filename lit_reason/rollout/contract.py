@@ -74,6 +74,13 @@ class Rollout:
     def lengths(self) -> Tensor:
         return self.completion_mask.sum(-1)
 
+    @property
+    def context_mask(self) -> Tensor:
+        """``[B, T]`` completion positions the model reads (its attention mask): ``completion_mask``,
+        plus in a multi-turn episode the environment's tokens (``extras["episode_mask"]``), which
+        are context, never loss."""
+        return self.extras.get("episode_mask", self.completion_mask)
+
     def select(self, index: Tensor | slice) -> "Rollout":
         """The rows ``index`` (tensors and per-row extras sliced alike)."""
         pick = lambda t: t[index] if isinstance(t, Tensor) and t.dim() > 0 else t  # noqa: E731
