@@ -12,12 +12,12 @@ from lit_reason.utils.rng import collect_rng_states, set_rng_states
 
 
 class CheckpointState:
-    """Lightning's checkpoint hooks for a module with ``lora``, ``rollout_step`` and ``total_tokens``."""
+    """Lightning's checkpoint hooks for a module with ``lora``, ``rollout_step``, ``divergence`` and ``total_tokens``."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The rollout generator is re-seeded from the step anyway; the global RNG states cover the rest."""
         checkpoint["lit_reason"] = {"rng_states": collect_rng_states(), "total_tokens": self.total_tokens,
-                                    **self.rollout_step.state_dict()}
+                                    **self.rollout_step.state_dict(), **self.divergence.state_dict()}
         if self.lora is not None and "state_dict" in checkpoint and self._trainer is not None and \
                 can_slim(self.hparams.model, self.trainer.strategy, self.lora.save_base):
             slim_checkpoint(checkpoint, trained_keys(self), self.hparams.model)
@@ -29,4 +29,5 @@ class CheckpointState:
         if "rng_states" in state:
             set_rng_states(state["rng_states"])
         self.rollout_step.load_state_dict(state)
+        self.divergence.load_state_dict(state)
         self.total_tokens = int(state.get("total_tokens", self.total_tokens))

@@ -21,6 +21,7 @@ from lit_reason.algorithms.advantages import estimate_advantages
 from lit_reason.models.lora import LoraSettings, check_lora_precision, load_lora_policy, lora_hparams
 from lit_reason.models.policy import load_policy
 from lit_reason.modules.checkpoint_state import CheckpointState
+from lit_reason.modules.divergence import DivergenceGuard, DivergenceSettings
 from lit_reason.modules.evaluation import Evaluation
 from lit_reason.modules.grpo_config import check_batch_sizes, check_options, schedule_length
 from lit_reason.rollout import Rollout, SamplingConfig
@@ -102,6 +103,9 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction: truncated importance sampling on pi_trainer_old / pi_sampler,
             ``{level: token|sequence, mode: truncate|mask, cap, floor}`` (lit_reason.rollout.correction),
             for any engine; null = off.
+        divergence: ``{max_bad_steps, collapse_steps, weight_bound}``: steps with a non-finite loss,
+            gradient or reward are skipped, ``max_bad_steps`` in a row stop the run (exit 3); see
+            lit_reason.modules.divergence and docs/fault_tolerance.md. null = the defaults.
     """
 
     def __init__(
@@ -155,11 +159,13 @@ class GRPO(CheckpointState, Evaluation):
         rollout_engine: str = "builtin",
         vllm: VLLMOptions | None = None,
         rollout_correction: RolloutCorrection | None = None,
+        divergence: DivergenceSettings | None = None,
     ) -> None:
         super().__init__()
         lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
         vllm = config_dict(VLLMOptions, vllm, "model.vllm")
         rollout_correction = config_dict(RolloutCorrection, rollout_correction, "model.rollout_correction")
+        divergence = config_dict(DivergenceSettings, divergence, "model.divergence")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._check_config()
@@ -179,6 +185,8 @@ class GRPO(CheckpointState, Evaluation):
         self.engine = self.build_engine(self.sampling)
         self.val_engine = self.build_engine(self.val_sampling)
         self.rollout_step = self.build_rollout_step()
+        self.divergence = DivergenceGuard(parse_config(DivergenceSettings, divergence, "model.divergence")
+                                          or DivergenceSettings())
         self._warned: set[str] = set()
         self.total_tokens = 0
         self.val_accuracy_by_group: GroupedAccuracy | None = None
@@ -276,6 +284,7 @@ class GRPO(CheckpointState, Evaluation):
         need_old = self.needs_old_pass() or self.rollout_correction is not None
         old = self.old_policy_pass(rollout, need_old=need_old, need_ref=self.ref_model is not None)
         rewards, reward_metrics = self.compute_rewards(problems, rollout, step.scored, old)
+        self.divergence.rewards = rewards  # an infinite reward skips this rollout's optimizer steps
         # 3. advantage
         advantages = self.compute_advantages(rewards, old)
         mask = rollout.completion_mask.float()
@@ -317,22 +326,28 @@ class GRPO(CheckpointState, Evaluation):
                 else:
                     normalizer = obj.loss_normalizer(mb_mask, h.loss_type, h.max_new_tokens)
                 opt.zero_grad()
+                losses = []
                 for micro in self.micro_batches(mb_mask.shape[0]):
                     rows_idx = slice(minibatch.start + micro.start, minibatch.start + micro.stop)
                     metrics = self._micro_step(rollout.select(rows_idx), advantages[rows_idx], mask[rows_idx], old,
                                                rows_idx, None if weights is None else weights[rows_idx], normalizer, mb_tokens)
+                    losses.append(metrics["loss"])
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v
                     count += 1
+                grad_norm = self._grad_norm()
                 if h.max_grad_norm and h.max_grad_norm > 0:
-                    grad_norm = self._grad_norm()
                     sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm * len(self.micro_batches(mb_mask.shape[0]))
                     self.clip_grad_norm(opt, h.max_grad_norm)
+                if not self.divergence.allow_step(self, losses, grad_norm):
+                    opt.zero_grad(set_to_none=True)  # skipped: no gradient reaches the optimizer; the step still counts
                 used_lrs.append(float(opt.param_groups[0]["lr"]))
                 opt.step()
+                self.divergence.after_step(self, grad_norm, advantages[minibatch])
                 if sched is not None:
                     sched.step()
         out = {k: v / max(count, 1) for k, v in sums.items()}
+        out["skipped_steps"] = float(self.divergence.skipped_total)
         out["lr"] = sum(used_lrs) / max(len(used_lrs), 1)  # mean over this rollout's optimizer steps
         return out
 
