@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from lit_reason.models.lora_checkpoint import can_slim, restore_base, slim_checkpoint, trained_keys
+from lit_reason.modules.resume_config import check_resume
 from lit_reason.utils.rng import collect_rng_states, set_rng_states
 
 
@@ -25,6 +26,7 @@ class CheckpointState:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "state_dict" in checkpoint:  # a LoRA checkpoint without its base gets the live one back
             restore_base(checkpoint, self.state_dict(), self.hparams.model)
+        check_resume(self, checkpoint)  # another class, model or LoRA shape stops; other changes are listed
         state = checkpoint.get("lit_reason") or {}
         if "rng_states" in state:
             set_rng_states(state["rng_states"])
