@@ -24,6 +24,7 @@ from lit_reason.modules.checkpoint_state import CheckpointState
 from lit_reason.modules.divergence import DivergenceGuard, DivergenceSettings
 from lit_reason.modules.evaluation import Evaluation
 from lit_reason.modules.grpo_config import check_batch_sizes, check_options, schedule_length
+from lit_reason.modules.resume_config import follow_config_on_resume
 from lit_reason.rollout import Rollout, SamplingConfig
 from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
 from lit_reason.rollout.vllm_engine import VLLMOptions
@@ -213,6 +214,7 @@ class GRPO(CheckpointState, Evaluation):
         optimizer = build_optimizer(self.optimizer_param_groups(), h.optimizer, lr=h.lr, weight_decay=h.weight_decay)
         total = schedule_length(getattr(self, "_trainer", None), h, self._warn_once)
         scheduler = build_scheduler(optimizer, h.lr_schedule, total, h.warmup_steps, h.warmup_ratio)
+        follow_config_on_resume(optimizer)  # a resumed run keeps the config's lr, not the saved one
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def optimizer_param_groups(self) -> list[dict]:

@@ -83,3 +83,25 @@ def check_resume(module: Any, checkpoint: Mapping[str, Any]) -> None:
     if changes:
         rank_zero_warn(f"resuming from {path} with {len(changes)} changed setting(s), the config's values apply: "
                        + ", ".join(changes))
+
+
+
+class _KeepConfigSettings:
+    """Optimizer load pre-hook: every saved group's settings replaced by the ones built from the config."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self.fresh = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+    def __call__(self, optimizer: Any, state: dict) -> dict:
+        for group, new in zip(state["param_groups"], self.fresh):
+            group.update(new)
+        return state
+
+
+def follow_config_on_resume(optimizer: Any) -> None:
+    """Lightning restores the optimizer's saved state over the one just built from the config, its
+    settings included (each group's lr, weight_decay, betas), so a changed ``model.lr`` was silently
+    ignored. With this hook the saved moments and step count still load and the settings stay the
+    config's (the schedule keeps its base LRs too: lit_reason.utils.optim.ConfiguredLambdaLR).
+    Unchanged settings load to the same values."""
+    optimizer.register_load_state_dict_pre_hook(_KeepConfigSettings(optimizer))
