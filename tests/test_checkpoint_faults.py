@@ -1,6 +1,6 @@
 """Checkpoint faults: atomic writes on any filesystem layout, a full disk, non-finite weights, bad
 checkpoint files and changed configs on resume (lit_reason.utils.checkpoint_io,
-lit_reason.app.resume_checks, lit_reason.modules.resume_config)."""
+lit_reason.app.fit_checks, lit_reason.modules.resume_config)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.toy import ToyDataModule
-from lit_reason.app.resume_checks import check_ckpt_file
+from lit_reason.app.fit_checks import check_ckpt_file
 from lit_reason.modules import GRPO
 from lit_reason.modules.resume_config import changed_settings, check_resume, frozen_changes, state_dict_mismatch
 from lit_reason.utils import checkpoint_io

@@ -124,3 +124,40 @@ def test_cli_run_signalled_exits_143_and_resumes_with_ckpt_path_last(tmp_path, s
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
     assert _steps(tmp_path) == [saved_at + 1, saved_at + 2]  # resumed at the saved step
+
+
+def _slurm_script_args(tmp_path: Path) -> list[str]:
+    """configs/scale/slurm_example.sh run with a stand-in ``srun`` that prints the command it was given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    (bin_dir / "srun").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NAME": "job", "SLURM_NNODES": "2",
+           "SLURM_NTASKS_PER_NODE": "8"}
+    done = subprocess.run(["bash", str(REPO / "configs/scale/slurm_example.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\n")
+
+
+def _touch(path: Path, mtime: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    os.utime(path, (mtime, mtime))
+
+
+def test_slurm_example_resumes_from_the_newest_checkpoint_of_its_run_dir(tmp_path):
+    args = _slurm_script_args(tmp_path)  # first submission: nothing to resume
+    assert "--ckpt_path" not in args
+    assert args[args.index("--trainer.callbacks.dirpath") + 1] == "runs/job/checkpoints"
+    assert args[args.index("--trainer.default_root_dir") + 1] == "runs/job"
+    run_dir = tmp_path / "runs" / "job"
+    _touch(run_dir / "checkpoints" / "last.ckpt", 1000)
+    args = _slurm_script_args(tmp_path)
+    assert args[args.index("--ckpt_path") + 1] == "runs/job/checkpoints/last.ckpt"
+    _touch(run_dir / "hpc_ckpt_1.ckpt", 2000)  # SIGUSR1 before the time limit: Lightning's newer hpc checkpoint
+    args = _slurm_script_args(tmp_path)
+    assert args[args.index("--ckpt_path") + 1] == "runs/job/hpc_ckpt_1.ckpt"
+    _touch(run_dir / "checkpoints" / "last.ckpt", 3000)  # then the requeued job saved again
+    args = _slurm_script_args(tmp_path)
+    assert args[args.index("--ckpt_path") + 1] == "runs/job/checkpoints/last.ckpt"

@@ -27,7 +27,7 @@ import datamodules  # noqa: F401  (registers DataModules for short names)
 import lit_reason.modules  # noqa: F401  (registers modules for short names)
 from callbacks.preemption import PreemptionCheckpoint
 from lit_reason.app.cli_errors import exit_code, one_line_error
-from lit_reason.app.resume_checks import check_ckpt_file, say_if_starting_fresh
+from lit_reason.app.fit_checks import check_batch_division, check_ckpt_file, say_if_starting_fresh
 from lit_reason.utils.checkpoint_io import AtomicCheckpointIO
 
 SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
@@ -82,6 +82,12 @@ class LitReasonCLI(LightningCLI):
         if not any(isinstance(c, PreemptionCheckpoint) for c in trainer.callbacks):
             trainer.callbacks.append(PreemptionCheckpoint())
         return trainer
+
+    def before_instantiate_classes(self) -> None:
+        """Checks that need the model's and the data's settings together, before the model loads."""
+        super().before_instantiate_classes()
+        config = self.config.get(self.config.get("subcommand")) or self.config
+        check_batch_division(config.get("model"), config.get("data"))
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would overwrite the config's ``model`` settings with the checkpoint's (so an

@@ -30,7 +30,8 @@ from argparse import ArgumentError
 from collections.abc import Iterator
 
 _PROJECT_PACKAGES = ("lit_reason", "datamodules", "callbacks")
-_SETTINGS_HOOKS = {"__init__", "prepare_data", "setup"}
+_SETTINGS_HOOKS = {"__init__", "prepare_data", "setup", "train_dataloader"}
+_LIGHTNING_NAME = re.compile(r"You selected an invalid (strategy|accelerator) name: `\w+=(.+?)`")
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
 
 
@@ -48,6 +49,8 @@ def one_line_error(exc: BaseException) -> str | None:
             return _flat(str(err))
         if isinstance(err, MisconfigurationException):
             return f"trainer: {_flat(str(err))}"
+        if type(err) is ValueError and _LIGHTNING_NAME.match(str(err)):
+            return _unknown_trainer_name(str(err))
         if isinstance(err, (PolicyLoadError, BuiltinModelError)) or (
             type(err) in (ValueError, FileNotFoundError, ImportError) and _raised_checking_settings(err)
         ):
@@ -63,6 +66,16 @@ def exit_code(exc: BaseException) -> int:
     from lit_reason.utils.faults import EXIT_BAD_INPUT, RunStopped
 
     return next((err.exit_code for err in _chain(exc) if isinstance(err, RunStopped)), EXIT_BAD_INPUT)
+
+
+def _unknown_trainer_name(message: str) -> str:
+    """``trainer.strategy='foo' is not a strategy: choose one of [...]`` from Lightning's sentence."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    kind, value = _LIGHTNING_NAME.match(message).groups()
+    names = StrategyRegistry.available_strategies() if kind == "strategy" else AcceleratorRegistry.available_accelerators()
+    return f"trainer.{kind}={value} is not a known {kind}: choose one of {['auto', *sorted(names)]} (or a class path)"
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:

@@ -20,6 +20,10 @@ class RunStopped(RuntimeError):
     exit_code = EXIT_BAD_INPUT
 
 
+class BadInput(RunStopped):
+    """A setting found bad before anything loads (the one line names the fix)."""
+
+
 class BadCheckpoint(RunStopped):
     """A checkpoint file that cannot be resumed from (names the file and what is wrong with it)."""
 

@@ -1,4 +1,5 @@
-"""Before ``fit`` resumes: an explicit ``--ckpt_path`` file is checked before anything loads (one line
+"""Before ``fit`` builds anything: the micro-batch sizes against the data's batch size. Before it
+resumes: an explicit ``--ckpt_path`` file is checked before anything loads (one line
 naming the file and what is wrong with it: missing, empty, truncated, not a checkpoint, another
 module class), and ``--ckpt_path last`` with no checkpoint to find says so in one line."""
 
@@ -11,7 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_reason.utils.checkpoint_io import read_checkpoint
-from lit_reason.utils.faults import BadCheckpoint
+from lit_reason.modules.grpo_config import check_batch_sizes
+from lit_reason.utils.faults import BadCheckpoint, BadInput
 
 _NAMED = {"last", "best", "hpc"}
 
@@ -49,3 +51,16 @@ def say_if_starting_fresh(trainer: Any, ckpt_path: Any) -> None:
                        "starting fresh")
     else:
         rank_zero_info(f"--ckpt_path last: no checkpoint in {', '.join(map(os.fspath, dirs))} yet; starting fresh")
+
+
+def check_batch_division(model_config: Any, data_config: Any) -> None:
+    """``model.minibatch_size`` / ``micro_batch_size`` must divide data.batch_size x num_generations:
+    said here, from the parsed config, instead of after the model has loaded (GRPO.on_fit_start)."""
+    model_args, data_args = getattr(model_config, "init_args", None), getattr(data_config, "init_args", None)
+    needed = ("num_generations", "minibatch_size", "micro_batch_size")
+    if model_args is None or data_args is None or not all(hasattr(model_args, k) for k in needed):
+        return
+    try:
+        check_batch_sizes(model_args, getattr(data_args, "batch_size", None))
+    except ValueError as err:
+        raise BadInput(str(err)) from None

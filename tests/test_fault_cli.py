@@ -1,0 +1,82 @@
+"""Bad values and faults through ``lit-reason fit``: one line each, the documented exit code
+(lit_reason.utils.faults): 2 bad input, 3 diverged."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+from jsonargparse import Namespace
+
+from datamodules.toy import ToyDataModule
+from lit_reason.app.cli import main
+from lit_reason.app.cli_errors import one_line_error
+from lit_reason.app.fit_checks import check_batch_division
+from lit_reason.modules import GRPO
+from lit_reason.utils.faults import BadInput
+
+QUICK = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+         "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0"]
+
+
+def fit(capsys, *args: str) -> tuple[int, list[str]]:
+    """``lit-reason fit`` in this process: (exit code, the non-empty stderr lines that start with error:)."""
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model", "GRPO", "--data", "ToyDataModule", *QUICK, *args])
+    return done.value.code, [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(temperature=0.0), "model.temperature must be > 0 for training (got 0.0)"),
+    (dict(lr=-1.0), "model.lr must be >= 0 (got -1.0)"),
+    (dict(beta=-0.1), "model.beta must be >= 0 (got -0.1)"),
+    (dict(max_grad_norm=-1.0), "model.max_grad_norm must be >= 0 or null (got -1.0"),
+])
+def test_bad_training_values_are_refused_before_the_model_loads(setting, message, monkeypatch):
+    monkeypatch.setattr("lit_reason.modules.grpo.load_policy", lambda *a, **k: pytest.fail("the model loaded"))
+    with pytest.raises(ValueError) as err:
+        GRPO(model="tiny", **setting)
+    assert str(err.value).startswith(message)
+
+
+def test_unknown_strategy_and_accelerator_list_the_choices():
+    for kwargs, start in [(dict(strategy="dpp"), "trainer.strategy='dpp' is not a known strategy: choose one of ['auto', "),
+                          (dict(accelerator="gpuu"), "trainer.accelerator='gpuu' is not a known accelerator: choose one of ['auto', 'cpu', 'cuda'")]:
+        with pytest.raises(ValueError) as err:
+            L.Trainer(**kwargs)
+        line = one_line_error(err.value)
+        assert line.startswith(start), line
+
+
+def test_micro_batch_division_is_checked_from_the_config(capsys, monkeypatch):
+    model = Namespace(class_path="GRPO", init_args=Namespace(num_generations=4, minibatch_size=None, micro_batch_size=3))
+    with pytest.raises(BadInput, match="model.micro_batch_size=3 must divide the rollout batch data.batch_size x num_generations = 8"):
+        check_batch_division(model, Namespace(class_path="ToyDataModule", init_args=Namespace(batch_size=2)))
+    check_batch_division(model, Namespace(class_path="ToyDataModule", init_args=Namespace(batch_size=3)))  # 12 % 3 == 0
+    monkeypatch.setattr("lit_reason.modules.grpo.load_policy", lambda *a, **k: pytest.fail("the model loaded"))
+    code, lines = fit(capsys, "--model.micro_batch_size=3", "--data.batch_size=2", "--trainer.max_steps=1")
+    assert code == 2 and lines == ["error: model.micro_batch_size=3 must divide the rollout batch data.batch_size x "
+                                   "num_generations = 8"]
+
+
+def test_too_few_rows_for_one_batch(capsys):
+    data = ToyDataModule(train_size=3, batch_size=4)
+    data.setup("fit")
+    with pytest.raises(ValueError, match="the training set has 3 rows, fewer than data.batch_size=4"):
+        data.train_dataloader()
+    code, lines = fit(capsys, "--data.train_size=3", "--data.batch_size=4", "--trainer.max_steps=1",
+                      "--trainer.enable_checkpointing=false")
+    assert code == 2 and lines == ["error: data: the training set has 3 rows, fewer than data.batch_size=4: not one "
+                                   "batch to train on; lower batch_size or add rows"]
+
+
+def test_missing_checkpoint_file_is_one_line(capsys, tmp_path):
+    code, lines = fit(capsys, f"--ckpt_path={tmp_path}/nope.ckpt", "--trainer.max_steps=1")
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: checkpoint {tmp_path}/nope.ckpt: no such file")
+
+
+def test_diverged_run_exits_3_in_one_line(capsys, tmp_path):
+    code, lines = fit(capsys, '--model.rewards={"tests.test_divergence:inf_reward": 1.0}', "--model.num_generations=4",
+                      "--model.max_new_tokens=6", "--data.batch_size=2", "--trainer.max_steps=10",
+                      f"--trainer.default_root_dir={tmp_path}")
+    assert code == 3 and len(lines) == 1, lines
+    assert lines[0].startswith("error: training diverged: 3 optimizer steps in a row had a non-finite value")
