@@ -61,7 +61,7 @@ def test_micro_batch_division_is_checked_from_the_config(capsys, monkeypatch):
 def test_too_few_rows_for_one_batch(capsys):
     data = ToyDataModule(train_size=3, batch_size=4)
     data.setup("fit")
-    with pytest.raises(ValueError, match="the training set has 3 rows, fewer than data.batch_size=4"):
+    with pytest.raises(BadInput, match="the training set has 3 rows, fewer than data.batch_size=4"):
         data.train_dataloader()
     code, lines = fit(capsys, "--data.train_size=3", "--data.batch_size=4", "--trainer.max_steps=1",
                       "--trainer.enable_checkpointing=false")

@@ -30,7 +30,7 @@ from argparse import ArgumentError
 from collections.abc import Iterator
 
 _PROJECT_PACKAGES = ("lit_reason", "datamodules", "callbacks")
-_SETTINGS_HOOKS = {"__init__", "prepare_data", "setup", "train_dataloader"}
+_SETTINGS_HOOKS = {"__init__", "prepare_data", "setup"}
 _LIGHTNING_NAME = re.compile(r"You selected an invalid (strategy|accelerator) name: `\w+=(.+?)`")
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
 
