@@ -66,8 +66,9 @@ def max_abs_weight(params: Sequence[Tensor]) -> Tensor:
     peaks = [getattr(p, "_local_tensor", p).detach().abs().amax().float() for p in params if p.numel()]
     if not peaks:
         return torch.zeros(())
-    peaks_t = torch.stack([x.cpu() for x in peaks])
-    return peaks_t.max() if not torch.isnan(peaks_t).any() else torch.tensor(float("nan"))
+    device = peaks[0].device
+    peaks_t = torch.stack([x.to(device) for x in peaks])  # one host sync for the whole model, not one per tensor
+    return torch.where(torch.isnan(peaks_t).any(), torch.full((), float("nan"), device=device), peaks_t.max()).cpu()
 
 
 class DivergenceGuard:
