@@ -146,3 +146,26 @@ def test_lr_1e3_warns_of_collapse(tmp_path):
     with pytest.warns(UserWarning, match=r"possible collapse: largest \|weight\|"):
         _fit(tmp_path, module, max_steps=6, every=100)
     assert module.divergence.first_max_abs_weight is not None
+
+
+def test_sft_steps_are_guarded_too(tmp_path):
+    """SFT's own step: a NaN loss (so NaN gradients) is skipped, weights untouched, and stops the run;
+    a trainable weight made infinite stops it at once."""
+    from lit_reason.modules.sft import SFT
+
+    L.seed_everything(0)
+    module = SFT(model="tiny", lr=1e-3, divergence={"max_bad_steps": 2})
+    loss_of = module.supervised_loss
+    module.supervised_loss = lambda batch: (lambda loss, count: (loss * float("nan"), count))(*loss_of(batch))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.warns(UserWarning, match="step 1 skipped: non-finite loss nan"), \
+            pytest.raises(TrainingDiverged, match="2 optimizer steps in a row"):
+        _fit(tmp_path / "nan_loss", module, max_steps=5)
+    assert module.divergence.skipped_total == 2
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+    module = SFT(model="tiny", lr=1e-3)
+    with torch.no_grad():
+        module.policy.get_output_embeddings().weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="the weights became non-finite at step 1"):
+        _fit(tmp_path / "inf_weight", module, max_steps=5)
