@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import lightning as L
 import pytest
+import torch
 from jsonargparse import Namespace
 
 from datamodules.toy import ToyDataModule
@@ -80,3 +81,33 @@ def test_diverged_run_exits_3_in_one_line(capsys, tmp_path):
                       f"--trainer.default_root_dir={tmp_path}")
     assert code == 3 and len(lines) == 1, lines
     assert lines[0].startswith("error: training diverged: 3 optimizer steps in a row had a non-finite value")
+
+
+def test_resume_through_the_cli_follows_the_config_explicit_path_and_last_alike(capsys, tmp_path):
+    """LightningCLI loaded an explicit checkpoint's settings over the config's (a changed lr was
+    ignored) while ``last`` applied them; a beta 0 -> 0.04 change ended in a traceback. Now: one
+    warning listing the change and the config's value applied, or one line for a frozen change."""
+    ckpt_dir = tmp_path / "ckpt"
+    callback = ('--trainer.callbacks=[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", '
+                f'"init_args": {{"dirpath": "{ckpt_dir}", "save_last": true}}}}]')
+    base = ["--model.num_generations=2", "--model.max_new_tokens=4", "--data.batch_size=2", "--data.train_size=4",
+            f"--trainer.default_root_dir={tmp_path}", callback]
+    with pytest.raises(SystemExit) as done:  # a finished run exits through LightningCLI normally: no SystemExit
+        main(["fit", "--model", "GRPO", "--data", "ToyDataModule", *QUICK, *base, "--trainer.max_steps=1"])
+        raise SystemExit(0)
+    assert done.value.code == 0 and (ckpt_dir / "last.ckpt").exists()
+
+    code, lines = fit(capsys, *base, "--trainer.max_steps=2", "--ckpt_path=last", "--model.beta=0.04")
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: checkpoint {ckpt_dir}/last.ckpt cannot resume under this config: model.beta "
+                               "0.0 -> 0.04 (the KL reference appears)")
+
+    with pytest.warns(UserWarning, match=r"changed setting\(s\), the config's values apply: model.lr 1e-06 -> 0.005"):
+        with pytest.raises(SystemExit) as done:
+            main(["fit", "--model", "GRPO", "--data", "ToyDataModule", *QUICK, *base, "--trainer.max_steps=2",
+                  f"--ckpt_path={ckpt_dir}/last.ckpt", "--model.lr=0.005"])
+            raise SystemExit(0)
+    assert done.value.code == 0
+    saved = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 2 and saved["hyper_parameters"]["lr"] == 0.005
+    assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == 0.005
