@@ -90,13 +90,17 @@ class LitReasonCLI(LightningCLI):
         check_batch_division(config.get("model"), config.get("data"))
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI would overwrite the config's ``model`` settings with the checkpoint's (so an
-        explicit path ignored every change while ``last`` applied them). Here the config wins either
-        way (the module lists what changed, lit_reason.modules.resume_config); a checkpoint file is
-        only checked, before anything loads."""
+        """A checkpoint file is checked before anything loads. For ``fit`` LightningCLI would then
+        overwrite the config's ``model`` settings with the checkpoint's (so an explicit path ignored
+        every change while ``last`` applied them); here the config wins either way and the module
+        lists what changed (lit_reason.modules.resume_config). validate / test / predict keep
+        Lightning's behaviour (the checkpoint's settings rebuild its model)."""
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            check_ckpt_file(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"))
+        if not subcommand:
+            return
+        check_ckpt_file(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"))
+        if subcommand != "fit":
+            super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
         say_if_starting_fresh(self.trainer, self.config_init["fit"].get("ckpt_path"))

@@ -104,7 +104,7 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction: truncated importance sampling on pi_trainer_old / pi_sampler,
             ``{level: token|sequence, mode: truncate|mask, cap, floor}`` (lit_reason.rollout.correction),
             for any engine; null = off.
-        divergence: ``{max_bad_steps, collapse_steps, weight_bound}``: steps with a non-finite loss,
+        divergence: ``{max_bad_steps, collapse_steps, weight_growth}``: steps with a non-finite loss,
             gradient or reward are skipped, ``max_bad_steps`` in a row stop the run (exit 3); see
             lit_reason.modules.divergence and docs/fault_tolerance.md. null = the defaults.
     """
