@@ -161,3 +161,17 @@ def test_slurm_example_resumes_from_the_newest_checkpoint_of_its_run_dir(tmp_pat
     _touch(run_dir / "checkpoints" / "last.ckpt", 3000)  # then the requeued job saved again
     args = _slurm_script_args(tmp_path)
     assert args[args.index("--ckpt_path") + 1] == "runs/job/checkpoints/last.ckpt"
+
+
+def test_documented_scale_configs_keep_one_checkpoint_directory_per_run():
+    """Without a dirpath each run wrote into a new lightning_logs/version_N and --ckpt_path last
+    never found the previous run's last.ckpt (3 of 3 restarts trained again from step 0)."""
+    import yaml
+
+    dirs = {}
+    for path in sorted((REPO / "configs" / "scale").glob("*.yaml")):
+        callbacks = yaml.safe_load(path.read_text())["trainer"]["callbacks"]
+        (ckpt,) = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+        assert ckpt["init_args"]["save_last"] is True, path
+        dirs[path.name] = ckpt["init_args"]["dirpath"]
+    assert len(dirs) == 5 and len(set(dirs.values())) == 5, dirs  # one directory each, none shared
