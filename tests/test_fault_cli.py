@@ -111,3 +111,24 @@ def test_resume_through_the_cli_follows_the_config_explicit_path_and_last_alike(
     saved = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 2 and saved["hyper_parameters"]["lr"] == 0.005
     assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == 0.005
+
+
+def test_the_yaml_of_docs_fault_tolerance_builds():
+    """Every YAML block of docs/fault_tolerance.md: the ModelCheckpoint and model.divergence settings it shows."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_reason.modules.divergence import DivergenceSettings
+    from lit_reason.utils.config_dataclass import parse_config
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "fault_tolerance.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    assert len(blocks) == 2
+    (ckpt,) = blocks[0]["trainer"]["callbacks"]
+    assert ckpt["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"
+    assert ModelCheckpoint(**ckpt["init_args"]).dirpath.endswith("runs/my_run/checkpoints")
+    settings = parse_config(DivergenceSettings, blocks[1]["model"]["init_args"]["divergence"], "model.divergence")
+    assert settings == DivergenceSettings()  # the doc shows the defaults
