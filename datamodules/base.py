@@ -14,6 +14,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.resumable import EpochRandomSampler, ResumableDataLoader
+from lit_reason.utils.faults import BadInput
 
 
 def collate_problems(batch: list[Any]) -> list[Any]:
@@ -134,6 +135,9 @@ class ProblemDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled per (seed, epoch) and resumable mid-epoch from a checkpoint (datamodules.resumable)."""
         dataset = self.train_dataset()
+        if len(dataset) < self.batch_size:  # drop_last: not one batch, and the run would end at once
+            raise BadInput(f"data: the training set has {len(dataset)} rows, fewer than data.batch_size="
+                             f"{self.batch_size}: not one batch to train on; lower batch_size or add rows")
         return ResumableDataLoader(dataset, batch_size=self.batch_size, sampler=EpochRandomSampler(dataset), drop_last=True,
                                    num_workers=self.num_workers, collate_fn=collate_problems)
 

@@ -138,3 +138,21 @@ def test_score_completions_runs_each_verifier_once():
     scored = score_completions({"twice": lambda p, c, s: 2 * s}, [Counted(), Counted()], ["yes", "no"])
     assert calls == ["yes", "no"] and list(scored) == [1.0, 0.0]
     assert scored.per_source["twice"].tolist() == [2.0, 0.0]
+
+
+def test_rows_kept_out_of_the_loss_stay_out_of_batch_advantages_and_the_logged_reward():
+    """Review finding 8(c): dynamic sampling's padding groups (trained_rows False) entered the batch
+    whitening of reinforce_pp and the logged reward. By hand: the trained group's rewards [1, 0, 0, 1]
+    whiten to +-0.5 / (std 0.57735 + 1e-4); the padding group [1, 1, 1, 1] gets 0 and is not logged."""
+    from lit_reason.tasks.rewards import ScoredCompletions
+
+    L.seed_everything(0)
+    module = tiny(advantage_estimator="reinforce_pp")
+    scored = stored_rollout(module)
+    values = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    scored = replace(scored, scored=ScoredCompletions(values, {"correct": torch.tensor(values)}, {"correct": {}}))
+    module.rollout_step = Replay(scored, trained_rows=torch.tensor([True] * 4 + [False] * 4))
+    rec = fit(module, steps=1)
+    a = 0.5 / (0.5773502691896258 + 1e-4)
+    assert rec.outputs[0]["advantages"].tolist() == pytest.approx([a, -a, -a, a, 0, 0, 0, 0], abs=1e-6)
+    assert rec.metrics[-1]["reward"] == pytest.approx(0.5)  # the trained group's mean, not 0.75

@@ -20,11 +20,15 @@ import lightning as L
 from lightning.fabric.utilities.rank_zero import _get_rank, rank_prefixed_message
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 import callbacks  # noqa: F401  (registers callback classes for short names)
 import datamodules  # noqa: F401  (registers DataModules for short names)
 import lit_reason.modules  # noqa: F401  (registers modules for short names)
-from lit_reason.app.cli_errors import one_line_error
+from callbacks.preemption import PreemptionCheckpoint
+from lit_reason.app.cli_errors import exit_code, one_line_error
+from lit_reason.app.fit_checks import check_batch_division, check_ckpt_file, say_if_starting_fresh
+from lit_reason.utils.checkpoint_io import AtomicCheckpointIO
 
 SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
 
@@ -62,13 +66,44 @@ class LitReasonCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Default loggers (when ``trainer.logger`` is unset or true): CSV and TensorBoard, both in
-        ``<default_root_dir>/lightning_logs/version_N`` (one directory per run)."""
+        ``<default_root_dir>/lightning_logs/version_N`` (one directory per run). Always: atomic
+        checkpoint writes (unless a CheckpointIO plugin is given) and the preemption checkpoint
+        (docs/fault_tolerance.md)."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         if "logger" not in kwargs and trainer_config.get("logger") in (None, True):
             root = trainer_config.get("default_root_dir") or os.getcwd()
             csv = CSVLogger(root)
             kwargs["logger"] = [csv, TensorBoardLogger(root, version=csv.version)]
-        return super().instantiate_trainer(**kwargs)
+        plugins = kwargs.get("plugins", trainer_config.get("plugins"))
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins] if plugins else []
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(c, PreemptionCheckpoint) for c in trainer.callbacks):
+            trainer.callbacks.append(PreemptionCheckpoint())
+        return trainer
+
+    def before_instantiate_classes(self) -> None:
+        """Checks that need the model's and the data's settings together, before the model loads."""
+        super().before_instantiate_classes()
+        config = self.config.get(self.config.get("subcommand")) or self.config
+        check_batch_division(config.get("model"), config.get("data"))
+
+    def _parse_ckpt_path(self) -> None:
+        """A checkpoint file is checked before anything loads. For ``fit`` LightningCLI would then
+        overwrite the config's ``model`` settings with the checkpoint's (so an explicit path ignored
+        every change while ``last`` applied them); here the config wins either way and the module
+        lists what changed (lit_reason.modules.resume_config). validate / test / predict keep
+        Lightning's behaviour (the checkpoint's settings rebuild its model)."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        check_ckpt_file(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("model"))
+        if subcommand != "fit":
+            super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        say_if_starting_fresh(self.trainer, self.config_init["fit"].get("ckpt_path"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         if message is None or os.environ.get("LIT_REASON_TRACEBACK"):
             raise
         print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(exit_code(err)) from None
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ that matters in the middle; and its own parse errors are a full usage dump. The 
 the project for bad input are already written as one line naming the fix, so the CLI finds that
 exception in the ``__cause__`` / ``__context__`` chain and prints only its message.
 
+A deliberate stop (``lit_reason.utils.faults.RunStopped``: a bad checkpoint, a diverged run, a
+full disk, a preemption) is printed the same way and exits with its own code (3, 4, 143).
+
 Which exceptions count as bad input (everything else keeps its traceback, so bugs stay debuggable):
   * ``PolicyLoadError`` (and the ``BuiltinModelError`` it wraps), wherever it is raised;
   * Lightning's ``MisconfigurationException`` (a Trainer setting it rejects), likewise;
@@ -28,6 +31,7 @@ from collections.abc import Iterator
 
 _PROJECT_PACKAGES = ("lit_reason", "datamodules", "callbacks")
 _SETTINGS_HOOKS = {"__init__", "prepare_data", "setup"}
+_LIGHTNING_NAME = re.compile(r"You selected an invalid (strategy|accelerator) name: `\w+=(.+?)`")
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
 
 
@@ -37,11 +41,16 @@ def one_line_error(exc: BaseException) -> str | None:
 
     from lit_reason.models.policy import PolicyLoadError
     from lit_reason.models.pretrained import BuiltinModelError
+    from lit_reason.utils.faults import RunStopped
 
     chain = list(_chain(exc))
     for err in chain:
+        if isinstance(err, RunStopped):  # a fault or a bad checkpoint, already said in one line
+            return _flat(str(err))
         if isinstance(err, MisconfigurationException):
             return f"trainer: {_flat(str(err))}"
+        if type(err) is ValueError and _LIGHTNING_NAME.match(str(err)):
+            return _unknown_trainer_name(str(err))
         if isinstance(err, (PolicyLoadError, BuiltinModelError)) or (
             type(err) in (ValueError, FileNotFoundError, ImportError) and _raised_checking_settings(err)
         ):
@@ -50,6 +59,23 @@ def one_line_error(exc: BaseException) -> str | None:
         if isinstance(err, ArgumentError):
             return _condense_argument_error(chain[i:])
     return None
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of a deliberate stop in ``exc``'s chain (lit_reason.utils.faults), else 2 (bad input)."""
+    from lit_reason.utils.faults import EXIT_BAD_INPUT, RunStopped
+
+    return next((err.exit_code for err in _chain(exc) if isinstance(err, RunStopped)), EXIT_BAD_INPUT)
+
+
+def _unknown_trainer_name(message: str) -> str:
+    """``trainer.strategy='foo' is not a strategy: choose one of [...]`` from Lightning's sentence."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    kind, value = _LIGHTNING_NAME.match(message).groups()
+    names = StrategyRegistry.available_strategies() if kind == "strategy" else AcceleratorRegistry.available_accelerators()
+    return f"trainer.{kind}={value} is not a known {kind}: choose one of {['auto', *sorted(names)]} (or a class path)"
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:

@@ -21,8 +21,10 @@ from lit_reason.algorithms.advantages import estimate_advantages
 from lit_reason.models.lora import LoraSettings, check_lora_precision, load_lora_policy, lora_hparams
 from lit_reason.models.policy import load_policy
 from lit_reason.modules.checkpoint_state import CheckpointState
+from lit_reason.modules.divergence import DivergenceGuard, DivergenceSettings
 from lit_reason.modules.evaluation import Evaluation
 from lit_reason.modules.grpo_config import check_batch_sizes, check_options, schedule_length
+from lit_reason.modules.resume_config import follow_config_on_resume
 from lit_reason.rollout import Rollout, SamplingConfig
 from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
 from lit_reason.rollout.vllm_engine import VLLMOptions
@@ -106,6 +108,9 @@ class GRPO(CheckpointState, Evaluation):
         episodes: multi-turn episodes against an environment ``{environment, environment_args,
             max_turns, max_episode_tokens, reward}`` (lit_reason.rollout_step.episodes,
             docs/episodes.md); null = one completion per rollout row.
+        divergence: ``{max_bad_steps, collapse_steps, weight_growth}``: steps with a non-finite loss,
+            gradient or reward are skipped, ``max_bad_steps`` in a row stop the run (exit 3); see
+            lit_reason.modules.divergence and docs/fault_tolerance.md. null = the defaults.
     """
 
     def __init__(
@@ -160,12 +165,14 @@ class GRPO(CheckpointState, Evaluation):
         vllm: VLLMOptions | None = None,
         rollout_correction: RolloutCorrection | None = None,
         episodes: EpisodeOptions | None = None,
+        divergence: DivergenceSettings | None = None,
     ) -> None:
         super().__init__()
         lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
         vllm = config_dict(VLLMOptions, vllm, "model.vllm")
         rollout_correction = config_dict(RolloutCorrection, rollout_correction, "model.rollout_correction")
         episodes = config_dict(EpisodeOptions, episodes, "model.episodes")
+        divergence = config_dict(DivergenceSettings, divergence, "model.divergence")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._check_config()
@@ -185,6 +192,8 @@ class GRPO(CheckpointState, Evaluation):
         self.engine = self.build_engine(self.sampling)
         self.val_engine = self.build_engine(self.val_sampling)
         self.rollout_step = self.build_rollout_step()
+        self.divergence = DivergenceGuard(parse_config(DivergenceSettings, divergence, "model.divergence")
+                                          or DivergenceSettings())
         self._warned: set[str] = set()
         self.total_tokens = 0
         self.val_accuracy_by_group: GroupedAccuracy | None = None
@@ -213,6 +222,7 @@ class GRPO(CheckpointState, Evaluation):
         optimizer = build_optimizer(self.optimizer_param_groups(), h.optimizer, lr=h.lr, weight_decay=h.weight_decay)
         total = schedule_length(getattr(self, "_trainer", None), h, self._warn_once)
         scheduler = build_scheduler(optimizer, h.lr_schedule, total, h.warmup_steps, h.warmup_ratio)
+        follow_config_on_resume(optimizer)  # a resumed run keeps the config's lr, not the saved one
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def optimizer_param_groups(self) -> list[dict]:
@@ -284,6 +294,9 @@ class GRPO(CheckpointState, Evaluation):
         need_old = self.needs_old_pass() or self.rollout_correction is not None
         old = self.old_policy_pass(rollout, need_old=need_old, need_ref=self.ref_model is not None)
         rewards, reward_metrics = self.compute_rewards(problems, rollout, step.scored, old)
+        if step.trained_rows is not None:  # padding groups: out of the batch statistics and the logged reward
+            rewards = rewards.masked_fill(~step.trained_rows.to(rewards.device, torch.bool), float("nan"))
+        self.divergence.rewards = rewards  # an infinite reward skips this rollout's optimizer steps
         # 3. advantage
         advantages = self.compute_advantages(rewards, old)
         mask = rollout.completion_mask.float()
@@ -325,22 +338,28 @@ class GRPO(CheckpointState, Evaluation):
                 else:
                     normalizer = obj.loss_normalizer(mb_mask, h.loss_type, h.max_new_tokens)
                 opt.zero_grad()
+                losses = []
                 for micro in self.micro_batches(mb_mask.shape[0]):
                     rows_idx = slice(minibatch.start + micro.start, minibatch.start + micro.stop)
                     metrics = self._micro_step(rollout.select(rows_idx), advantages[rows_idx], mask[rows_idx], old,
                                                rows_idx, None if weights is None else weights[rows_idx], normalizer, mb_tokens)
+                    losses.append(metrics["loss"])
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v
                     count += 1
+                grad_norm = self._grad_norm()
                 if h.max_grad_norm and h.max_grad_norm > 0:
-                    grad_norm = self._grad_norm()
                     sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm * len(self.micro_batches(mb_mask.shape[0]))
                     self.clip_grad_norm(opt, h.max_grad_norm)
+                if not self.divergence.allow_step(self, losses, grad_norm):
+                    opt.zero_grad(set_to_none=True)  # skipped: no gradient reaches the optimizer; the step still counts
                 used_lrs.append(float(opt.param_groups[0]["lr"]))
                 opt.step()
+                self.divergence.after_step(self, grad_norm, advantages[minibatch])
                 if sched is not None:
                     sched.step()
         out = {k: v / max(count, 1) for k, v in sums.items()}
+        out["skipped_steps"] = float(self.divergence.skipped_total)
         out["lr"] = sum(used_lrs) / max(len(used_lrs), 1)  # mean over this rollout's optimizer steps
         return out
 

@@ -27,6 +27,13 @@ def check_options(h: Any, module_name: str, own_engine: bool) -> None:
         (h.prompt_format in PROMPT_FORMATS, f"model.prompt_format={h.prompt_format!r}: choose auto, chat or plain"),
         (h.val_num_samples >= 1, "model.val_num_samples must be >= 1"),
         (h.logprob_chunk_size >= 1, f"model.logprob_chunk_size must be >= 1 (got {h.logprob_chunk_size})"),
+        (h.temperature > 0, f"model.temperature must be > 0 for training (got {h.temperature}): at 0 every completion "
+                            "of a group is the same and no advantage is left to learn from; val_temperature sets "
+                            "evaluation's"),
+        (h.lr >= 0, f"model.lr must be >= 0 (got {h.lr})"),
+        (h.beta >= 0, f"model.beta must be >= 0 (got {h.beta}): it weighs a KL penalty (0 = no reference)"),
+        (h.max_grad_norm is None or h.max_grad_norm >= 0,
+         f"model.max_grad_norm must be >= 0 or null (got {h.max_grad_norm}; 0 = no clipping)"),
     ]
     for ok, message in checks:
         if not ok:

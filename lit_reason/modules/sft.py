@@ -26,6 +26,8 @@ from lit_reason.algorithms.lm_head import chunked_head_stats
 from lit_reason.models.causal_lm import final_hidden_states, split_causal_lm
 from lit_reason.models.lora import LoraSettings, lora_hparams
 from lit_reason.modules.grpo import GRPO
+from lit_reason.modules.divergence import DivergenceSettings
+from lit_reason.utils.config_dataclass import config_dict
 from lit_reason.rollout import positions_from_mask
 
 #: Label value ignored by the loss (prompt and padding positions).
@@ -92,6 +94,7 @@ class SFT(GRPO):
         lora: LoRA adapters (as in GRPO, see lit_reason.models.lora); ``export`` then writes the adapter.
         chunked_lm_head, logprob_chunk_size, cast_lm_head_to_fp32: as in GRPO; by default the loss
             comes from the hidden states and the head in chunks of answer tokens (no ``[B, S, V]`` logits).
+        divergence: as in GRPO: a step with a non-finite loss or gradient is skipped, too many in a row stop.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class SFT(GRPO):
         chunked_lm_head: bool = True,
         logprob_chunk_size: int = 1024,
         cast_lm_head_to_fp32: bool = False,
+        divergence: DivergenceSettings | None = None,
     ) -> None:
         if max_length < 2:
             raise ValueError(f"model.max_length must be >= 2 (prompt + answer tokens), got {max_length}")
@@ -130,6 +134,7 @@ class SFT(GRPO):
             val_temperature=val_temperature, val_num_samples=val_num_samples, val_max_new_tokens=val_max_new_tokens,
             sampling_seed=sampling_seed, lora=lora_hparams(lora), chunked_lm_head=chunked_lm_head,
             logprob_chunk_size=logprob_chunk_size, cast_lm_head_to_fp32=cast_lm_head_to_fp32,
+            divergence=config_dict(DivergenceSettings, divergence, "model.divergence"),
         )
         # What save_hyperparameters() stores when GRPO.__init__ calls it (see below).
         self._sft_hparams = {**grpo_defaults(), **rl_settings, "max_length": max_length, "export_dir": export_dir}
@@ -208,7 +213,10 @@ class SFT(GRPO):
         if self.hparams.max_grad_norm and self.hparams.max_grad_norm > 0:
             self.clip_grad_norm(opt, self.hparams.max_grad_norm)
         lr = float(opt.param_groups[0]["lr"])  # the LR this step applies (the scheduler moves it after)
+        if not self.divergence.allow_step(self, [float(loss.detach())], grad_norm):  # lit_reason.modules.divergence
+            opt.zero_grad(set_to_none=True)
         opt.step()
+        self.divergence.after_step(self, grad_norm, torch.ones(1))  # a supervised loss always has something to learn
         if sched is not None:
             sched.step()
         self.total_tokens += int(count)

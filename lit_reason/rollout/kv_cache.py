@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids, positions_from_mask
 from lit_reason.rollout.stop_strings import StopStringMatcher
+from lit_reason.utils.faults import TrainingDiverged
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> Tensor:
@@ -92,7 +93,14 @@ class RolloutEngine:
         logp_all = torch.log_softmax(scaled, -1)
         filtered = filter_logits(scaled, cfg.top_k, cfg.top_p, cfg.min_p)
         probs = torch.softmax(filtered, -1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        try:
+            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        except RuntimeError as err:  # NaN / inf logits: the weights diverged (lit_reason.modules.divergence)
+            if "probability tensor" not in str(err):
+                raise
+            raise TrainingDiverged("training diverged: the policy's next-token probabilities are not finite "
+                                   "(its weights blew up); stopped, the last checkpoint is intact: lower model.lr "
+                                   "and resume from an earlier checkpoint") from err
         return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
 
     def _hit_stop_string(self, ids: list[int]) -> bool:

@@ -66,4 +66,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps
     if schedule not in SCHEDULES:
         raise ValueError(f"model.lr_schedule={schedule!r}: choose one of {SCHEDULES}")
     warmup = warmup_steps or int(round(warmup_ratio * total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, total_steps, warmup, schedule))
+    return ConfiguredLambdaLR(optimizer, lambda s: lr_multiplier(s, total_steps, warmup, schedule))
+
+
+class ConfiguredLambdaLR(torch.optim.lr_scheduler.LambdaLR):
+    """A LambdaLR that keeps the base LRs it was built with (the config's) when a checkpoint loads:
+    the saved step count resumes, and a changed ``model.lr`` applies from the first resumed step
+    (new base LR x the schedule at the saved step) instead of being overwritten by the saved one."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        base_lrs = list(self.base_lrs)
+        super().load_state_dict(state_dict)
+        self.base_lrs = base_lrs
+        self._last_lr = [base * fn(self.last_epoch) for base, fn in zip(base_lrs, self.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
