@@ -24,7 +24,7 @@ from lit_reason.app.fit_checks import check_ckpt_file
 from lit_reason.modules import GRPO
 from lit_reason.modules.resume_config import changed_settings, check_resume, frozen_changes, state_dict_mismatch
 from lit_reason.utils import checkpoint_io
-from lit_reason.utils.checkpoint_io import AtomicCheckpointIO, checkpoint_bytes, nonfinite_tensor, read_checkpoint
+from lit_reason.utils.checkpoint_io import AtomicCheckpointIO, checkpoint_bytes, nonfinite_tensor
 from lit_reason.utils.faults import EXIT_CHECKPOINT_WRITE, BadCheckpoint, CheckpointWriteError, TrainingDiverged
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from datamodules import ToyDataModule
 from lit_reason.modules import GRPO, HRPO, NTHR, Intuitor
 from lit_reason.rollout_step.episodes import DynamicEpisodes, Episodes, EpisodeOptions
 from lit_reason.rollout_step.sampling import SampleNow
-from lit_reason.tasks.environment import Observation, Retry, SingleTurn, episode_reward
+from lit_reason.tasks.environment import Observation, Retry, episode_reward
 from lit_reason.tasks.problem import TextProblem
 from lit_reason.tasks.turns import TurnWrapper
 
