@@ -29,7 +29,7 @@ from lit_reason.rollout.vllm_engine import VLLMOptions
 from lit_reason.rollout_step import DynamicSampling, RolloutStep, SampleNow
 from lit_reason.rollout_step.metrics import scored_rollout_metrics
 from lit_reason.tasks.metrics import GroupedAccuracy
-from lit_reason.tasks.rewards import ScoredCompletions, resolve_reward, score_sources, source_metrics
+from lit_reason.tasks.rewards import ScoredCompletions, build_reward_sources, score_sources, source_metrics
 from lit_reason.utils.config_dataclass import config_dict, parse_config
 from lit_reason.utils.optim import build_optimizer, build_scheduler
 
@@ -102,6 +102,11 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction: truncated importance sampling on pi_trainer_old / pi_sampler,
             ``{level: token|sequence, mode: truncate|mask, cap, floor}`` (lit_reason.rollout.correction),
             for any engine; null = off.
+        on_reward_error, reward_timeout, reward_ranges: a reward that raises, returns a non-number,
+            a non-finite value or one outside ``reward_ranges[name]`` (default +-1e4), or runs over
+            ``reward_timeout`` seconds on a batch: ``stop`` ends the run in one line before the
+            update; ``zero`` counts the row 0 and logs ``rewards/<name>/failed_rows``
+            (lit_reason.tasks.reward_calls).
     """
 
     def __init__(
@@ -155,6 +160,9 @@ class GRPO(CheckpointState, Evaluation):
         rollout_engine: str = "builtin",
         vllm: VLLMOptions | None = None,
         rollout_correction: RolloutCorrection | None = None,
+        on_reward_error: str = "stop",
+        reward_timeout: float | None = 120.0,
+        reward_ranges: dict[str, list[float]] | None = None,
     ) -> None:
         super().__init__()
         lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
@@ -172,7 +180,7 @@ class GRPO(CheckpointState, Evaluation):
         self.rollout_correction = parse_config(RolloutCorrection, rollout_correction, "model.rollout_correction")
         self.ref_model = self._build_reference() if beta != 0.0 else None
         self.reward_weights = dict(rewards or {"correct": 1.0})
-        self.reward_fns = {name: resolve_reward(name) for name in self.reward_weights}
+        self.reward_fns = build_reward_sources(self.reward_weights, on_reward_error, reward_timeout, reward_ranges)
         self.sampling = SamplingConfig(max_new_tokens, temperature, top_p, top_k, min_p, tuple(stop_strings or ()))
         self.val_sampling = SamplingConfig(val_max_new_tokens or max_new_tokens, val_temperature, top_p, top_k, min_p,
                                            tuple(stop_strings or ()))
