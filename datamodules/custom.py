@@ -131,6 +131,10 @@ def load_table(path: str, split: str | None, where: str) -> Any:
     if os.path.isfile(path):
         if ext not in FILE_BUILDERS:
             raise ValueError(f"{where}={path!r}: unsupported file type {ext or '(none)'}: use one of {sorted(FILE_BUILDERS)}")
+        if FILE_BUILDERS[ext] != "parquet":  # pyarrow's JSON reader lets bad bytes through to the first row read
+            bad = _first_bad_utf8(path)
+            if bad:
+                raise ValueError(bad)
         try:
             return datasets.load_dataset(FILE_BUILDERS[ext], data_files=path, split="train")
         except Exception as err:  # noqa: BLE001 - any reader failure is a bad file
