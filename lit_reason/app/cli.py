@@ -71,12 +71,35 @@ class LitReasonCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
+COMMANDS = {
+    "fit": "train (lit-reason fit --config X.yaml)",
+    "validate": "one pass over the validation data",
+    "test": "evaluate on the test data (your own: data.test_path or the held-out rows)",
+    "predict": "Lightning's predict loop",
+    "export": "a checkpoint -> a save_pretrained directory (lit-reason export --ckpt C --out D)",
+    "evaluate": "the versioned Enigmata benchmark of a model or checkpoint",
+    "gallery": "print Enigmata puzzles with their answers",
+}
+
+
+def overview() -> str:
+    """``lit-reason --help``: every command, LightningCLI's and the project's own."""
+    lines = ["usage: lit-reason <command> [--config X.yaml] [options]", "", "commands:"]
+    lines += [f"  {name:<9} {what}" for name, what in COMMANDS.items()]
+    lines += ["", "lit-reason <command> --help lists the options of a command (a class's own options:",
+              "lit-reason fit --model.help GRPO; --print_config shows the merged config)."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
     from lit_reason.utils.quiet import quiet_known_warnings
 
     quiet_known_warnings()  # the known-harmless library messages only (lit_reason/utils/quiet.py)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview())
+        raise SystemExit(0 if argv else 2)
     if argv and argv[0] == "gallery":
         from datamodules.enigmata.gallery import main as gallery_main
 

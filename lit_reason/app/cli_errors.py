@@ -94,7 +94,39 @@ def _condense_argument_error(chain: list[BaseException]) -> str:
     if not keys:
         return _flat(str(chain[0]))
     innermost = _flat(_PARSER_KEY.sub("", str(chain[-1])).split("\nGiven value")[0]).lstrip("- ")
-    return f"{'.'.join(keys)}: {innermost}"
+    return f"{'.'.join(keys)}: {innermost}{_suggestion(keys[0], innermost)}"
+
+
+_UNKNOWN_OPTION = re.compile(r"Option '([^']+)' is not accepted")
+_UNKNOWN_CLASS = re.compile(r"Expected a dot import path string: (\S+)")
+
+
+def _suggestion(section: str, sentence: str) -> str:
+    """`` (did you mean 'X'?)`` for an unknown option or class name of the model, data or trainer."""
+    import difflib
+    import inspect
+
+    import lightning as L
+
+    import callbacks
+    import datamodules
+    import lit_reason.modules
+
+    classes = {"model": [getattr(lit_reason.modules, n) for n in lit_reason.modules.__all__],
+               "data": [getattr(datamodules, n) for n in datamodules.__all__],
+               "trainer": [L.Trainer], "callbacks": [getattr(callbacks, n) for n in callbacks.__all__]}
+    option, name = _UNKNOWN_OPTION.search(sentence), _UNKNOWN_CLASS.search(sentence)
+    if option:
+        candidates = {p for c in classes.get(section, []) if inspect.isclass(c)
+                      for p in inspect.signature(c.__init__).parameters if p not in ("self", "args", "kwargs")}
+        wrong = option.group(1)
+    elif name:
+        candidates = {c.__name__ for c in classes.get(section, []) if inspect.isclass(c)}
+        wrong = name.group(1).rsplit(".", 1)[-1]
+    else:
+        return ""
+    close = difflib.get_close_matches(wrong, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _flat(text: str) -> str:

@@ -52,7 +52,10 @@ def resolve_reward(name: str) -> RewardFn:
         module_name, _, attr = name.rpartition(".")
     hint = f"use one of {sorted(REWARD_FUNCTIONS)} or 'package.module:function'"
     if not module_name or not attr:
-        raise ValueError(f"unknown reward {name!r}: {hint}")
+        import difflib
+
+        close = difflib.get_close_matches(name, REWARD_FUNCTIONS, n=1)
+        raise ValueError(f"unknown reward {name!r}: {f'did you mean {close[0]!r}? ' if close else ''}{hint}")
     if os.getcwd() not in sys.path:  # `python script.py` would see the working directory; the console script does not
         sys.path.append(os.getcwd())
     try:
