@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import callbacks  # noqa: F401  (registers callback classes for short names)
+from callbacks.training_report import TrainingReport
 import datamodules  # noqa: F401  (registers DataModules for short names)
 import lit_reason.modules  # noqa: F401  (registers modules for short names)
 from lit_reason.app.cli_errors import one_line_error
@@ -60,15 +61,25 @@ class LitReasonCLI(LightningCLI):
         if seed is not False and seed is not None:
             SEED_LOG.info(rank_prefixed_message(f"Seed set to {seed}", _get_rank()))
 
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--report", type=bool, default=True,
+                            help="write plots, samples and report.md next to the logs (callbacks.TrainingReport) "
+                                 "unless false; a TrainingReport in trainer.callbacks replaces the default one")
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Default loggers (when ``trainer.logger`` is unset or true): CSV and TensorBoard, both in
-        ``<default_root_dir>/lightning_logs/version_N`` (one directory per run)."""
+        ``<default_root_dir>/lightning_logs/version_N`` (one directory per run); the training
+        report on unless ``report: false``."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         if "logger" not in kwargs and trainer_config.get("logger") in (None, True):
             root = trainer_config.get("default_root_dir") or os.getcwd()
             csv = CSVLogger(root)
             kwargs["logger"] = [csv, TensorBoardLogger(root, version=csv.version)]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if self._get(self.config_init, "report", default=True) and not any(
+                isinstance(c, TrainingReport) for c in trainer.callbacks):
+            trainer.callbacks.append(TrainingReport())
+        return trainer
 
 
 COMMANDS = {
