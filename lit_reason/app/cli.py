@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     from lit_reason.utils.quiet import quiet_known_warnings
 
     quiet_known_warnings()  # the known-harmless library messages only (lit_reason/utils/quiet.py)
+    if os.getcwd() not in sys.path:  # your callbacks / rewards next to your config, as `python -m` would find them
+        sys.path.append(os.getcwd())
     if not argv or argv[0] in ("-h", "--help"):
         print(overview())
         raise SystemExit(0 if argv else 2)
