@@ -121,3 +121,21 @@ def test_math_data_module_given_a_path_trains_on_the_file(tmp_path):
     dm = MathDataModule(path=path)  # source left at its default: the file, never synthetic arithmetic
     dm.setup()
     assert {dm.train_dataset()[i].gold for i in range(20)} == {r["answer"] for r in ROWS}
+
+
+def test_a_hub_id_goes_to_datasets_with_its_split(monkeypatch):
+    """Online, a hub id is read by datasets.load_dataset(id, split=...); offline it is one line."""
+    import datasets
+
+    calls = []
+
+    def fake_load(name, *args, split=None, **kwargs):
+        calls.append((name, split))
+        if name != "org/task":
+            raise ConnectionError("offline")
+        return datasets.Dataset.from_list(ROWS[:4])
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    dm = CustomDataModule(path="org/task", split="train", val_split="test")
+    assert calls == [("org/task", "train"), ("org/task", "test")] and len(dm.train_dataset()) == 4
+    with pytest.raises(ValueError, match=r"data.path='org/other': could not load hub dataset split 'train' \(offline\?\)"):
+        CustomDataModule(path="org/other")
