@@ -28,6 +28,7 @@ from typing import Any
 
 from datamodules.answer_checkers import Checker, resolve_checker
 from datamodules.base import ProblemDataModule, ProblemDataset
+from datamodules.math_data import _one_line, read_jsonl
 from datamodules.math_problems import extract_model_answer
 from lit_reason.tasks.answer import MAX_COMPLETION_CHARS, format_answer
 from lit_reason.tasks.problem import safe_score
@@ -36,11 +37,6 @@ FILE_BUILDERS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "
 PROMPT_GUESSES = ("prompt", "messages", "question", "problem", "query", "input")
 ANSWER_GUESSES = ("answer", "solution", "gold", "target", "label", "output")
 ANSWER_FROM = ("tag", "whole")
-
-
-def _one_line(text: object, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- the problem
@@ -101,8 +97,6 @@ def _explain_file_error(path: str, err: Exception) -> str:
         if bad:
             return bad
     if path.lower().endswith((".jsonl", ".ndjson")):
-        from datamodules.math_data import read_jsonl
-
         try:
             read_jsonl(path)  # names the malformed line
         except ValueError as line_error:

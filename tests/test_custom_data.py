@@ -139,3 +139,10 @@ def test_a_hub_id_goes_to_datasets_with_its_split(monkeypatch):
     assert calls == [("org/task", "train"), ("org/task", "test")] and len(dm.train_dataset()) == 4
     with pytest.raises(ValueError, match=r"data.path='org/other': could not load hub dataset split 'train' \(offline\?\)"):
         CustomDataModule(path="org/other")
+
+
+def test_a_malformed_json_line_is_one_line_with_file_and_line(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"prompt": "a", "answer": "1"}\n{"prompt": "b", "answer": \n')
+    with pytest.raises(ValueError, match=r"broken.jsonl:2: malformed JSON row .*: fix or delete that line"):
+        CustomDataModule(path=str(path))
