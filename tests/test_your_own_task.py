@@ -89,3 +89,20 @@ def test_every_command_of_the_page_runs(workdir, capsys):
     for source in ("correct", "configs.your_own.my_rewards:letters_in_place", "configs.your_own.my_rewards:answer_in_tags"):
         assert f"rewards/{source}/mean" in first
     assert (reports[1].parent / "eval_items.jsonl").exists()  # test wrote every held-out item
+
+
+@pytest.mark.integration
+def test_the_example_trains_with_a_trl_reward_taken_unchanged(workdir):
+    """trl.rewards:think_format_reward, as a TRL user names it, next to the example's own rewards."""
+    pytest.importorskip("trl")
+    import csv
+
+    rewards = ("{correct: 1.0, trl.rewards:think_format_reward: 0.2, "
+               "configs.your_own.my_rewards:letters_in_place: 0.5}")
+    main(["fit", "--config", "configs/your_own/grpo.yaml", f"--model.rewards={rewards}", "--report=false",
+          "--trainer.limit_val_batches=0", *FAST])
+    (metrics,) = workdir.glob("runs/your_own/lightning_logs/version_*/metrics.csv")
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("rewards/trl.rewards:think_format_reward/mean")]
+    assert len(rows) == 2  # both steps logged it
+    assert all(float(r["rewards/trl.rewards:think_format_reward/failed_rows"]) == 0.0 for r in rows)
+    assert not list(workdir.glob("runs/your_own/lightning_logs/version_*/report.md"))  # --report=false
