@@ -106,3 +106,12 @@ def test_the_example_trains_with_a_trl_reward_taken_unchanged(workdir):
     assert len(rows) == 2  # both steps logged it
     assert all(float(r["rewards/trl.rewards:think_format_reward/failed_rows"]) == 0.0 for r in rows)
     assert not list(workdir.glob("runs/your_own/lightning_logs/version_*/report.md"))  # --report=false
+
+
+def test_the_example_rewards_by_hand(workdir):
+    from configs.your_own.my_rewards import answer_in_tags, letters_in_place
+
+    chat = [[{"role": "assistant", "content": t}] for t in
+            ("Sure: <answer>cisum</answer>", "It is cisux", "...", "<answer>a</answer><answer>b</answer>")]
+    assert letters_in_place(chat, ["cisum", "cisum", "cisum", None]) == [1.0, 0.8, 0.0, None]  # 4 of 5 letters
+    assert answer_in_tags(chat) == [1.0, 0.0, 0.0, 0.0]  # exactly one block

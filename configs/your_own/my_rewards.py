@@ -20,13 +20,17 @@ def answer_in_tags(completions, **kwargs):
 
 
 def letters_in_place(completions, solution, **kwargs):
-    """Share of the solution's letters the answer has in the right place (partial credit)."""
+    """Share of the solution's letters the answer has in the right place (partial credit); without
+    an answer block the completion's last word is taken, so a model that ignores the tags still
+    gets a signal to start from."""
     rewards = []
     for completion, gold in zip(completions, solution):
-        found = ANSWER.findall(_text(completion))
         if not gold:
             rewards.append(None)  # no solution on this row: abstain
             continue
-        answer = found[-1].strip() if found else ""
-        rewards.append(sum(a == b for a, b in zip(answer, gold)) / len(gold))
+        text = _text(completion)
+        found = ANSWER.findall(text)
+        words = re.findall(r"[A-Za-z]+", text)
+        answer = found[-1].strip() if found else (words[-1] if words else "")
+        rewards.append(sum(a == b for a, b in zip(answer.lower(), gold)) / len(gold))
     return rewards
