@@ -102,11 +102,8 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction: truncated importance sampling on pi_trainer_old / pi_sampler,
             ``{level: token|sequence, mode: truncate|mask, cap, floor}`` (lit_reason.rollout.correction),
             for any engine; null = off.
-        on_reward_error, reward_timeout, reward_ranges: a reward that raises, returns a non-number,
-            a non-finite value or one outside ``reward_ranges[name]`` (default +-1e4), or runs over
-            ``reward_timeout`` seconds on a batch: ``stop`` ends the run in one line before the
-            update; ``zero`` counts the row 0 and logs ``rewards/<name>/failed_rows``
-            (lit_reason.tasks.reward_calls).
+        on_reward_error, reward_timeout, reward_ranges: a failing reward ``stop``s the run in one line
+            before the update or counts ``zero``; seconds per batch; ``{name: [low, high]}`` (lit_reason.tasks.reward_calls).
     """
 
     def __init__(
