@@ -35,6 +35,8 @@ DEFAULT_METRICS: dict[str, str] = {
     "rewards/correct/mean": "correctness reward (mean)",
     "loss": "loss",
 }
+#: A reward source's mean, as GRPO logs it for every entry of ``model.rewards``.
+REWARD_SOURCE = re.compile(r"rewards/(.+)/mean")
 #: Characters of a prompt / completion shown in the report (prompts keep their END, where the question is).
 PROMPT_CHARS, COMPLETION_CHARS = 400, 300
 
@@ -155,8 +157,8 @@ class TrainingReport(L.Callback):
     Args:
         dirpath: output directory (default: ``trainer.log_dir``, i.e. the logger's version dir,
             or ``default_root_dir`` without a logger).
-        metrics: metric key -> plot title (default :data:`DEFAULT_METRICS`); keys never logged
-            are skipped.
+        metrics: metric key -> plot title (default :data:`DEFAULT_METRICS` plus every reward
+            source the run logs, ``rewards/<name>/mean``); keys never logged are skipped.
         num_samples: completions kept per sample set (first and last training step, first and
             last validation, test).
         title: the report's heading.
@@ -168,6 +170,7 @@ class TrainingReport(L.Callback):
             raise ValueError(f"TrainingReport num_samples must be >= 0, got {num_samples}")
         self.dirpath, self.num_samples, self.title = dirpath, num_samples, title
         self.metrics = dict(DEFAULT_METRICS if metrics is None else metrics)
+        self.every_source = metrics is None  # the default set grows by every reward source the run logs
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.samples: dict[str, list[Sample]] = {}
         self.eval_items: list[dict] = []
@@ -186,6 +189,11 @@ class TrainingReport(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.steps += 1
+        if self.every_source:
+            for key in trainer.callback_metrics:
+                match = REWARD_SOURCE.fullmatch(key)
+                if match and key not in self.metrics:
+                    self.metrics[key] = f"reward {match.group(1)} (mean)"
         self._record(trainer, [k for k in self.metrics if not k.startswith(("val/", "test/"))])
         picked = samples_from_outputs(outputs, self.num_samples)
         if picked:

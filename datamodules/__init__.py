@@ -1,6 +1,7 @@
 """Reasoning DataModules: each yields lists of Problems (see lit_reason.tasks.problem)."""
 
 from datamodules.base import ProblemDataModule, ProblemDataset, collate_problems
+from datamodules.custom import CustomDataModule
 from datamodules.enigmata.datamodule import EnigmataDataModule
 from datamodules.math_data import MathDataModule
 from datamodules.mixture import MixtureDataModule
@@ -8,4 +9,4 @@ from datamodules.reasoning_gym.datamodule import ReasoningGymDataModule  # needs
 from datamodules.toy import ToyDataModule
 
 __all__ = ["ProblemDataModule", "ProblemDataset", "collate_problems", "ToyDataModule", "MathDataModule", "EnigmataDataModule",
-           "ReasoningGymDataModule", "MixtureDataModule"]
+           "ReasoningGymDataModule", "MixtureDataModule", "CustomDataModule"]

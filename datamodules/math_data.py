@@ -66,6 +66,7 @@ LAYOUTS: dict[str, Layout] = {
     ),
     "aime": Layout("HuggingFaceH4/aime_2024", columns={"question": "problem", "answer": "answer"}, splits=("train", "train", "train")),
     "synthetic": Layout(None, splits=("train", "validation", "validation")),
+    "local": Layout(None),  # data.path given with no source: columns guessed from the file
 }
 
 _QUESTION_GUESSES = ("question", "problem", "prompt", "query", "input")
@@ -84,8 +85,13 @@ def _one_line(text: object, limit: int = 160) -> str:
 def read_jsonl(path: str) -> list[dict]:
     """Rows of a JSON-lines file; a malformed line is one error naming file and line."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: byte 0x{raw[err.start]:02x} at column {err.start + 1} is not UTF-8: "
+                                 "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in > out)") from None
             if not line.strip():
                 continue
             try:
@@ -317,6 +323,8 @@ class MathDataModule(ProblemDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers)
         self.save_hyperparameters()
+        if path is not None and source == "synthetic":  # a file given: train on it (columns guessed), never on synthetic
+            source = "local"
         self.source, self.val_source = source, val_source or source
         self.path, self.val_path, self.test_path = path, val_path, test_path
         self.columns = dict(columns) if columns else None

@@ -150,3 +150,20 @@ def test_bad_switch_is_one_error_line_from_the_cli(flags, expected, capsys, monk
     assert done.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_a_switch_with_no_effect_on_policy_says_so_once():
+    import warnings
+
+    from lit_reason.modules import GRPO
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GRPO(model="tiny", importance_sampling_level="sequence", eps_high=0.28)
+    notes = [str(w.message) for w in caught if "acts only off-policy" in str(w.message)]
+    assert len(notes) == 2 and "GSPO" in notes[0] and "clipping" in notes[1]
+    for off_policy in ({"num_iterations": 2}, {"minibatch_size": 2}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            GRPO(model="tiny", importance_sampling_level="sequence", eps_high=0.28, **off_policy)
+        assert not [w for w in caught if "acts only off-policy" in str(w.message)]

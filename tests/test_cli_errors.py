@@ -50,7 +50,7 @@ def test_unknown_key_in_a_yaml_file(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("model:\n  class_path: GRPO\n  init_args:\n    num_generationz: 4\ndata: ToyDataModule\n")
     line = the_error_line(run_cli("fit", "--config", str(config), *QUICK, cwd=tmp_path))
-    assert line == "error: model: Option 'num_generationz' is not accepted"
+    assert line == "error: model: Option 'num_generationz' is not accepted (did you mean 'num_generations'?)"
 
 
 def test_invalid_value_raised_by_the_module(tmp_path):
@@ -76,7 +76,7 @@ def no_argv(monkeypatch):
 
 @pytest.mark.parametrize("args, expected", [
     (["fit", "--config", "/no/such.yaml"], "error: config: File does not exist: '/no/such.yaml'"),
-    (["fit", "--model", "GRPOX", "--data", "ToyDataModule"], "error: model: Expected a dot import path string: GRPOX"),
+    (["fit", "--model", "GRPOX", "--data", "ToyDataModule"], "error: model: Expected a dot import path string: GRPOX (did you mean 'GRPO'?)"),
     (["fit", "--model", "GRPO", "--model.num_generations=abc"],
      "error: model.num_generations: Expected a <class 'int'>. Got value: abc"),
     (["fit", "--model", "GRPO", "--trainer.no_such_flag=1"], "error: unrecognized arguments: --trainer.no_such_flag=1"),

@@ -97,9 +97,15 @@ def test_collapse_warns_once_per_streak_and_nonfinite_weights_stop():
 
 
 # ------------------------------------------------------------------ a real (tiny) run
-def inf_reward(problem, completion, score):
-    """A user's reward that returns inf on some rows (completions of odd length)."""
-    return float("inf") if len(completion) % 2 else 1.0
+class InfRewardGRPO(GRPO):
+    """A variant whose own reward overflows to inf on some rows (completions of odd length). A
+    user's reward source returning inf is stopped earlier, in scoring (tests/test_reward_calls.py);
+    this reaches the update, where the guard is the last line of defence."""
+
+    def compute_rewards(self, problems, rollout, scores, old):
+        rewards, metrics = super().compute_rewards(problems, rollout, scores, old)
+        odd = torch.tensor([len(t) % 2 == 1 for t in rollout.texts], device=rewards.device)
+        return torch.where(odd, torch.full_like(rewards, float("inf")), rewards), metrics
 
 
 def _fit(tmp_path, module, max_steps, every=1):
@@ -113,8 +119,7 @@ def _fit(tmp_path, module, max_steps, every=1):
 
 def test_infinite_reward_skips_every_step_then_stops_with_weights_and_checkpoint_untouched(tmp_path):
     L.seed_everything(0)
-    module = GRPO(model="tiny", num_generations=4, max_new_tokens=6, lr=1e-2,
-                  rewards={"tests.test_divergence:inf_reward": 1.0}, divergence={"max_bad_steps": 3})
+    module = InfRewardGRPO(model="tiny", num_generations=4, max_new_tokens=6, lr=1e-2, divergence={"max_bad_steps": 3})
     before = {k: v.clone() for k, v in module.state_dict().items()}
     with pytest.warns(UserWarning, match="skipped: non-finite reward inf"), \
             pytest.raises(TrainingDiverged, match=r"3 optimizer steps in a row .* step 3: reward inf"):

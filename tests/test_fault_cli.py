@@ -19,10 +19,10 @@ QUICK = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--tra
          "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0"]
 
 
-def fit(capsys, *args: str) -> tuple[int, list[str]]:
+def fit(capsys, *args: str, model: str = "GRPO") -> tuple[int, list[str]]:
     """``lit-reason fit`` in this process: (exit code, the non-empty stderr lines that start with error:)."""
     with pytest.raises(SystemExit) as done:
-        main(["fit", "--model", "GRPO", "--data", "ToyDataModule", *QUICK, *args])
+        main(["fit", "--model", model, "--data", "ToyDataModule", *QUICK, *args])
     return done.value.code, [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
 
 
@@ -76,9 +76,9 @@ def test_missing_checkpoint_file_is_one_line(capsys, tmp_path):
 
 
 def test_diverged_run_exits_3_in_one_line(capsys, tmp_path):
-    code, lines = fit(capsys, '--model.rewards={"tests.test_divergence:inf_reward": 1.0}', "--model.num_generations=4",
-                      "--model.max_new_tokens=6", "--data.batch_size=2", "--trainer.max_steps=10",
-                      f"--trainer.default_root_dir={tmp_path}")
+    code, lines = fit(capsys, "--model.num_generations=4", "--model.max_new_tokens=6", "--data.batch_size=2",
+                      "--trainer.max_steps=10", f"--trainer.default_root_dir={tmp_path}",
+                      model="tests.test_divergence.InfRewardGRPO")
     assert code == 3 and len(lines) == 1, lines
     assert lines[0].startswith("error: training diverged: 3 optimizer steps in a row had a non-finite value")
 

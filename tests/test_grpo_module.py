@@ -138,12 +138,23 @@ def raising_reward(problem, completion, score):
 
 def test_a_raising_reward_is_logged_as_zero_and_training_goes_on():
     L.seed_everything(0)
-    module = tiny(rewards={"correct": 1.0, "tests.test_grpo_module:raising_reward": 1.0})
+    module = tiny(rewards={"correct": 1.0, "tests.test_grpo_module:raising_reward": 1.0}, on_reward_error="zero")
     with pytest.warns(UserWarning, match="boom"):
         rec, trainer = fit(module, ToyDataModule(batch_size=2, val_size=0), steps=2)
     assert trainer.global_step == 2
     assert rec.metrics[-1]["rewards/tests.test_grpo_module:raising_reward/errors"] == 1.0
     assert rec.metrics[-1]["rewards/tests.test_grpo_module:raising_reward/mean"] == 0.0
+    assert rec.metrics[-1]["rewards/tests.test_grpo_module:raising_reward/failed_rows"] == 2 * 4  # every row of the step
+    assert rec.metrics[-1]["rewards/correct/failed_rows"] == 0.0
+
+
+def test_a_raising_reward_stops_the_run_before_the_update_by_default():
+    L.seed_everything(0)
+    module = tiny(rewards={"correct": 1.0, "tests.test_grpo_module:raising_reward": 1.0})
+    before = [p.detach().clone() for p in module.policy.parameters()]
+    with pytest.raises(ValueError, match=r"reward 'tests.test_grpo_module:raising_reward' raised RuntimeError: boom on row 0 \(prompt: "):
+        fit(module, ToyDataModule(batch_size=2, val_size=0), steps=2)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))  # no optimizer step ran
 
 
 def test_unknown_reward_and_options_name_the_fix():

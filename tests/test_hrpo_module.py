@@ -143,9 +143,10 @@ def test_lora_without_peft_is_one_clear_error(monkeypatch):
         tiny(lora={"r": 8})
 
 
-def test_tiny_config_builds_and_trains_through_the_cli():
+def test_tiny_config_builds_and_trains_through_the_cli(tmp_path):
     cli = LitReasonCLI(args=["--config", str(CONFIGS / "tiny_char_fill.yaml"), "--trainer.max_steps", "1",
-                             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"], run=False)
+                             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                             f"--trainer.default_root_dir={tmp_path}"], run=False)  # the report and checkpoints go there
     module = cli.model
     assert isinstance(module, HRPO) and module.hparams.delimiter == "<answer>" and module.ref_model is not None
     assert any(isinstance(c, GateMonitor) for c in cli.trainer.callbacks)

@@ -120,9 +120,10 @@ def test_filter_zero_std_groups_masks_constant_groups(monkeypatch):
     assert torch.equal(seen["mask"][:4], torch.zeros_like(mask[:4])) and torch.equal(seen["mask"][4:], mask[4:])
 
 
-def test_toy_config_runs_through_the_cli():
+def test_toy_config_runs_through_the_cli(tmp_path):
     cli_main(["fit", "--config", "configs/nthr/toy_char_fill.yaml", "--trainer.max_steps", "2",
-              "--trainer.enable_progress_bar", "false", "--model.init_args.max_new_tokens", "6"])
+              "--trainer.enable_progress_bar", "false", "--model.init_args.max_new_tokens", "6",
+              f"--trainer.default_root_dir={tmp_path}"])  # the report and checkpoints go there, not into the repo
 
 
 def test_bad_eta_fails_with_one_clear_line():

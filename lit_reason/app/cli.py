@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 import callbacks  # noqa: F401  (registers callback classes for short names)
+from callbacks.training_report import TrainingReport
 import datamodules  # noqa: F401  (registers DataModules for short names)
 import lit_reason.modules  # noqa: F401  (registers modules for short names)
 from callbacks.preemption import PreemptionCheckpoint
@@ -64,11 +65,16 @@ class LitReasonCLI(LightningCLI):
         if seed is not False and seed is not None:
             SEED_LOG.info(rank_prefixed_message(f"Seed set to {seed}", _get_rank()))
 
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--report", type=bool, default=True,
+                            help="write plots, samples and report.md next to the logs (callbacks.TrainingReport) "
+                                 "unless false; a TrainingReport in trainer.callbacks replaces the default one")
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Default loggers (when ``trainer.logger`` is unset or true): CSV and TensorBoard, both in
         ``<default_root_dir>/lightning_logs/version_N`` (one directory per run). Always: atomic
         checkpoint writes (unless a CheckpointIO plugin is given) and the preemption checkpoint
-        (docs/fault_tolerance.md)."""
+        (docs/fault_tolerance.md); the training report unless ``report: false``."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         if "logger" not in kwargs and trainer_config.get("logger") in (None, True):
             root = trainer_config.get("default_root_dir") or os.getcwd()
@@ -81,6 +87,9 @@ class LitReasonCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if not any(isinstance(c, PreemptionCheckpoint) for c in trainer.callbacks):
             trainer.callbacks.append(PreemptionCheckpoint())
+        if self._get(self.config_init, "report", default=True) and not any(
+                isinstance(c, TrainingReport) for c in trainer.callbacks):
+            trainer.callbacks.append(TrainingReport())
         return trainer
 
     def before_instantiate_classes(self) -> None:
@@ -106,12 +115,37 @@ class LitReasonCLI(LightningCLI):
         say_if_starting_fresh(self.trainer, self.config_init["fit"].get("ckpt_path"))
 
 
+COMMANDS = {
+    "fit": "train (lit-reason fit --config X.yaml)",
+    "validate": "one pass over the validation data",
+    "test": "evaluate on the test data (your own: data.test_path or the held-out rows)",
+    "predict": "Lightning's predict loop",
+    "export": "a checkpoint -> a save_pretrained directory (lit-reason export --ckpt C --out D)",
+    "evaluate": "the versioned Enigmata benchmark of a model or checkpoint",
+    "gallery": "print Enigmata puzzles with their answers",
+}
+
+
+def overview() -> str:
+    """``lit-reason --help``: every command, LightningCLI's and the project's own."""
+    lines = ["usage: lit-reason <command> [--config X.yaml] [options]", "", "commands:"]
+    lines += [f"  {name:<9} {what}" for name, what in COMMANDS.items()]
+    lines += ["", "lit-reason <command> --help lists the options of a command (a class's own options:",
+              "lit-reason fit --model.help GRPO; --print_config shows the merged config)."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
     from lit_reason.utils.quiet import quiet_known_warnings
 
     quiet_known_warnings()  # the known-harmless library messages only (lit_reason/utils/quiet.py)
+    if os.getcwd() not in sys.path:  # your callbacks / rewards next to your config, as `python -m` would find them
+        sys.path.append(os.getcwd())
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview())
+        raise SystemExit(0 if argv else 2)
     if argv and argv[0] == "gallery":
         from datamodules.enigmata.gallery import main as gallery_main
 

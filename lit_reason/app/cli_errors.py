@@ -12,6 +12,7 @@ full disk, a preemption) is printed the same way and exits with its own code (3,
 
 Which exceptions count as bad input (everything else keeps its traceback, so bugs stay debuggable):
   * ``PolicyLoadError`` (and the ``BuiltinModelError`` it wraps), wherever it is raised;
+  * ``RewardError``: a reward source failed during training (raised before the update);
   * Lightning's ``MisconfigurationException`` (a Trainer setting it rejects), likewise;
   * a plain ``ValueError`` / ``FileNotFoundError`` / ``ImportError`` (an optional dependency
     that is missing, e.g. ``pip install peft``) raised by project code (``lit_reason``,
@@ -41,6 +42,7 @@ def one_line_error(exc: BaseException) -> str | None:
 
     from lit_reason.models.policy import PolicyLoadError
     from lit_reason.models.pretrained import BuiltinModelError
+    from lit_reason.tasks.reward_calls import RewardError
     from lit_reason.utils.faults import RunStopped
 
     chain = list(_chain(exc))
@@ -51,7 +53,7 @@ def one_line_error(exc: BaseException) -> str | None:
             return f"trainer: {_flat(str(err))}"
         if type(err) is ValueError and _LIGHTNING_NAME.match(str(err)):
             return _unknown_trainer_name(str(err))
-        if isinstance(err, (PolicyLoadError, BuiltinModelError)) or (
+        if isinstance(err, (PolicyLoadError, BuiltinModelError, RewardError)) or (
             type(err) in (ValueError, FileNotFoundError, ImportError) and _raised_checking_settings(err)
         ):
             return _flat(str(err)) or type(err).__name__
@@ -118,7 +120,39 @@ def _condense_argument_error(chain: list[BaseException]) -> str:
     if not keys:
         return _flat(str(chain[0]))
     innermost = _flat(_PARSER_KEY.sub("", str(chain[-1])).split("\nGiven value")[0]).lstrip("- ")
-    return f"{'.'.join(keys)}: {innermost}"
+    return f"{'.'.join(keys)}: {innermost}{_suggestion(keys[0], innermost)}"
+
+
+_UNKNOWN_OPTION = re.compile(r"Option '([^']+)' is not accepted")
+_UNKNOWN_CLASS = re.compile(r"Expected a dot import path string: (\S+)")
+
+
+def _suggestion(section: str, sentence: str) -> str:
+    """`` (did you mean 'X'?)`` for an unknown option or class name of the model, data or trainer."""
+    import difflib
+    import inspect
+
+    import lightning as L
+
+    import callbacks
+    import datamodules
+    import lit_reason.modules
+
+    classes = {"model": [getattr(lit_reason.modules, n) for n in lit_reason.modules.__all__],
+               "data": [getattr(datamodules, n) for n in datamodules.__all__],
+               "trainer": [L.Trainer], "callbacks": [getattr(callbacks, n) for n in callbacks.__all__]}
+    option, name = _UNKNOWN_OPTION.search(sentence), _UNKNOWN_CLASS.search(sentence)
+    if option:
+        candidates = {p for c in classes.get(section, []) if inspect.isclass(c)
+                      for p in inspect.signature(c.__init__).parameters if p not in ("self", "args", "kwargs")}
+        wrong = option.group(1)
+    elif name:
+        candidates = {c.__name__ for c in classes.get(section, []) if inspect.isclass(c)}
+        wrong = name.group(1).rsplit(".", 1)[-1]
+    else:
+        return ""
+    close = difflib.get_close_matches(wrong, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _flat(text: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -24,6 +25,13 @@ import torch
 from lit_reason.models.lora import LoraSettings, merged_model, rebuild_on_cpu
 from lit_reason.models.lora_checkpoint import RECORD, check_base
 from lit_reason.models.policy import DTYPES, load_policy
+from lit_reason.models.tokenizer import build_char_tokenizer
+
+#: Written next to an export of a built-in preset: transformers' AutoTokenizer maps the qwen2 / llama
+#: model type to that model's own tokenizer class, which drops the spaces of the character vocabulary.
+CHAR_TOKENIZER_NOTE = ("this export uses the built-in character tokenizer: load it with "
+                       "transformers.PreTrainedTokenizerFast.from_pretrained(<dir>) (AutoTokenizer maps the model "
+                       "type to its own tokenizer class and loses the spaces); lit-reason's model=<dir> does this itself")
 
 POLICY_PREFIX = "policy."
 #: subdirectory of a LoRA export that holds the merged model
@@ -51,6 +59,10 @@ def save_policy(policy: Any, tokenizer: Any, out_dir: str, state_dict: dict[str,
     os.makedirs(out_dir, exist_ok=True)
     policy.save_pretrained(out_dir, state_dict=state_dict)
     tokenizer.save_pretrained(out_dir)
+    if tokenizer.get_vocab() == build_char_tokenizer().get_vocab():
+        with open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8") as f:
+            f.write(f"# Exported by lit-reason\n\nNote: {CHAR_TOKENIZER_NOTE}.\n")
+        warnings.warn(f"{out_dir}: {CHAR_TOKENIZER_NOTE}", stacklevel=2)
     if dtype is not None:  # save_pretrained records the live model's dtype; record the saved one
         config_path = os.path.join(out_dir, "config.json")
         with open(config_path) as f:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from urllib.parse import urlparse
 from dataclasses import dataclass
 
 import torch
@@ -65,13 +67,40 @@ def preset_config(name: str) -> PretrainedConfig:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """A built-in pretrained name becomes its converted local directory; anything else is as given."""
+    """A built-in pretrained name becomes its converted local directory; anything else is as given
+    (a hub name that is neither cached nor reachable fails now, not after a minute of retries)."""
     if name_or_path in BUILTIN_MODELS:
         try:
             return builtin_model_path(name_or_path)
         except BuiltinModelError as err:
             raise PolicyLoadError(str(err)) from err
+    if name_or_path not in PRESETS and not os.path.exists(name_or_path) and not _hub_name_usable(name_or_path):
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, [*PRESETS, *BUILTIN_MODELS], n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise PolicyLoadError(f"{_not_found_message(name_or_path, 'model')} ({hint}the hub is unreachable and "
+                              "nothing of that name is cached)")
     return name_or_path
+
+
+def _hub_name_usable(name: str, timeout_s: float = 3.0) -> bool:
+    """Whether a hub name can load: its config is in the local cache, or the hub answers."""
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return True
+        if constants.HF_HUB_OFFLINE:
+            return False
+        host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    except Exception:  # noqa: BLE001 - not a valid repo id, an old huggingface_hub: let transformers decide
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):

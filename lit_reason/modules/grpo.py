@@ -32,7 +32,7 @@ from lit_reason.rollout_step import DynamicSampling, RolloutStep, SampleNow
 from lit_reason.rollout_step.episodes import EpisodeOptions, episode_step
 from lit_reason.rollout_step.metrics import scored_rollout_metrics
 from lit_reason.tasks.metrics import GroupedAccuracy
-from lit_reason.tasks.rewards import ScoredCompletions, resolve_reward, score_sources, source_metrics
+from lit_reason.tasks.rewards import ScoredCompletions, build_reward_sources, score_sources, source_metrics
 from lit_reason.utils.config_dataclass import config_dict, parse_config
 from lit_reason.utils.optim import build_optimizer, build_scheduler
 
@@ -111,6 +111,8 @@ class GRPO(CheckpointState, Evaluation):
         divergence: ``{max_bad_steps, collapse_steps, weight_growth}``: steps with a non-finite loss,
             gradient or reward are skipped, ``max_bad_steps`` in a row stop the run (exit 3); see
             lit_reason.modules.divergence and docs/fault_tolerance.md. null = the defaults.
+        on_reward_error, reward_timeout, reward_ranges: a failing reward ``stop``s the run in one line
+            before the update or counts ``zero``; seconds per batch; ``{name: [low, high]}`` (lit_reason.tasks.reward_calls).
     """
 
     def __init__(
@@ -166,6 +168,9 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction: RolloutCorrection | None = None,
         episodes: EpisodeOptions | None = None,
         divergence: DivergenceSettings | None = None,
+        on_reward_error: str = "stop",
+        reward_timeout: float | None = 120.0,
+        reward_ranges: dict[str, list[float]] | None = None,
     ) -> None:
         super().__init__()
         lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
@@ -185,7 +190,7 @@ class GRPO(CheckpointState, Evaluation):
         self.rollout_correction = parse_config(RolloutCorrection, rollout_correction, "model.rollout_correction")
         self.ref_model = self._build_reference() if beta != 0.0 else None
         self.reward_weights = dict(rewards or {"correct": 1.0})
-        self.reward_fns = {name: resolve_reward(name) for name in self.reward_weights}
+        self.reward_fns = build_reward_sources(self.reward_weights, on_reward_error, reward_timeout, reward_ranges)
         self.sampling = SamplingConfig(max_new_tokens, temperature, top_p, top_k, min_p, tuple(stop_strings or ()))
         self.val_sampling = SamplingConfig(val_max_new_tokens or max_new_tokens, val_temperature, top_p, top_k, min_p,
                                            tuple(stop_strings or ()))

@@ -3,6 +3,7 @@ value, and how long its LR schedule is (a run counts optimizer steps, several pe
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 from lit_reason.algorithms import objectives as obj
@@ -51,9 +52,27 @@ def check_options(h: Any, module_name: str, own_engine: bool) -> None:
     problem = episode_option_problem(h, module_name, own_engine)
     if problem is not None:
         raise ValueError(problem)
+    for note in no_effect_notes(h):
+        warnings.warn(note, UserWarning, stacklevel=3)
     if h.ref_quantization is not None and h.get("lora") is not None:
         raise ValueError("model.ref_quantization has no effect with model.lora (the reference is the base with the "
                          "adapters off, no copy): unset ref_quantization; lora.load_in_4bit quantizes the base")
+
+
+def no_effect_notes(h: Any) -> list[str]:
+    """Switches that the configured run makes inert, said once when the module is built: with one
+    optimizer step per rollout (``num_iterations: 1``, no ``minibatch_size``) the ratio to the
+    sampling policy is exactly 1, so clipping never acts and GSPO's sequence ratio gives GRPO's gradient."""
+    if h.num_iterations != 1 or h.minibatch_size is not None:
+        return []
+    where = ("it acts only off-policy: set model.num_iterations > 1 or a model.minibatch_size below the rollout "
+             "(one optimizer step per rollout makes the ratio exactly 1)")
+    notes = []
+    if h.importance_sampling_level == "sequence":
+        notes.append(f"model.importance_sampling_level=sequence (GSPO) gives GRPO's gradient here: {where}")
+    if h.eps_low != 0.2 or h.eps_high is not None:
+        notes.append(f"model.eps_low / eps_high (clipping) have no effect here: {where}")
+    return notes
 
 
 def algorithm_option_problem(h: Any) -> str | None:

@@ -190,6 +190,7 @@ class DynamicSampling(SampleNow):
         self.totals["generated_groups"] += int(counts[0])
         self.totals["kept_groups"] += int(counts[1])
         metrics = step_metrics(filled, len(batch), generated_rewards, self.totals)
+        metrics.update(ScoredCompletions.concat([d.scored for d in draws]).failure_metrics())  # every row scored
         return ScoredRollout(filled.problems, filled.rollout, kept, filled.trained_rows, metrics)
 
     @staticmethod

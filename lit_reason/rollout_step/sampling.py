@@ -15,7 +15,8 @@ class SampleNow(RolloutStep):
     def sample(self, module: Any, problems: list[Any], salt: int = 0) -> ScoredRollout:
         rollout = module.generate(problems, generator=module.sampling_generator(salt=salt))
         rows = [p for p in problems for _ in range(module.hparams.num_generations)]
-        return ScoredRollout(list(problems), rollout, score_completions(module.reward_fns, rows, rollout.texts))
+        scored = score_completions(module.reward_fns, rows, rollout.texts)
+        return ScoredRollout(list(problems), rollout, scored, metrics=scored.failure_metrics())
 
     def __call__(self, module: Any, batch: list[Any]) -> ScoredRollout:
         return self.sample(module, list(batch))

@@ -1,15 +1,19 @@
-"""Reward sources: named functions ``(problem, completion, score) -> float | None``.
+"""Reward sources: named functions ``(problem, completion, score) -> float | None``, or TRL's
+batched ``(prompts, completions, **columns) -> list[float | None]`` (see ``reward_calls``).
 
 ``score`` is ``problem.score(completion)``, computed once per completion by the module and passed
 in so that several sources (and the accuracy metric) never re-run a verifier. A source returning
 None abstains: if every source abstains for a completion, it is left out of its group's baseline.
-A source that raises is logged and counted as 0 for that completion; training goes on.
+A source that fails (raises, returns a non-number, a non-finite or out-of-range value) stops the
+run in one line, or with ``on_reward_error: zero`` counts 0 for that completion (``reward_calls``).
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -17,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from lit_reason.tasks.answer import count_answer_blocks, extract_answer
+from lit_reason.tasks.reward_calls import RewardSource, RewardSources
 
 RewardFn = Callable[[Any, str, float], "float | None"]
 
@@ -35,21 +40,53 @@ REWARD_FUNCTIONS: dict[str, RewardFn] = {"correct": correctness, "format": answe
 
 
 def resolve_reward(name: str) -> RewardFn:
-    """A registered name, or ``package.module:function`` / ``package.module.function`` for your own."""
+    """A registered name, or ``package.module:function`` / ``package.module.function`` for your own
+    (a module on PYTHONPATH, an installed package, or a file in the directory you run from).
+
+    An error raised while importing the module itself is shown as it is (it is the user's bug);
+    only a module or name that does not exist gets the list of built-in names."""
     if name in REWARD_FUNCTIONS:
         return REWARD_FUNCTIONS[name]
     module_name, sep, attr = name.partition(":")
     if not sep:
         module_name, _, attr = name.rpartition(".")
+    hint = f"use one of {sorted(REWARD_FUNCTIONS)} or 'package.module:function'"
+    if not module_name or not attr:
+        import difflib
+
+        close = difflib.get_close_matches(name, REWARD_FUNCTIONS, n=1)
+        raise ValueError(f"unknown reward {name!r}: {f'did you mean {close[0]!r}? ' if close else ''}{hint}")
+    if os.getcwd() not in sys.path:  # `python script.py` would see the working directory; the console script does not
+        sys.path.append(os.getcwd())
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(
-            f"unknown reward {name!r}: use one of {sorted(REWARD_FUNCTIONS)} or 'package.module:function'"
-        ) from err
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not (module_name == err.name or module_name.startswith(err.name + ".")):  # a missing import INSIDE the user's module
+            raise ValueError(f"reward {name!r}: importing {module_name!r} failed: ModuleNotFoundError: {err}") from err
+        raise ValueError(f"unknown reward {name!r}: no module {err.name!r} (is it on PYTHONPATH?): {hint}") from err
+    except Exception as err:  # noqa: BLE001 - the user's module raised while importing: show that error
+        raise ValueError(f"reward {name!r}: importing {module_name!r} failed: {type(err).__name__}: {err}") from err
+    if not hasattr(module, attr):
+        raise ValueError(f"unknown reward {name!r}: module {module_name!r} has no {attr!r}: {hint}")
+    fn = getattr(module, attr)
     if not callable(fn):
         raise ValueError(f"reward {name!r} is not callable")
     return fn
+
+
+def build_reward_sources(weights: dict[str, float], on_error: str = "stop", timeout_s: float | None = 120.0,
+                         ranges: dict[str, Sequence[float]] | None = None) -> RewardSources:
+    """The module's reward sources: each resolved, its shape detected, bounded by ``timeout_s`` per
+    batch (built-ins run inline) and checked against ``ranges[name]`` (or its ``reward_range``)."""
+    unknown = set(ranges or {}) - set(weights)
+    if unknown:
+        raise ValueError(f"model.reward_ranges names {sorted(unknown)}, which are not in model.rewards {sorted(weights)}")
+    sources = {}
+    for name in weights:
+        fn = resolve_reward(name)
+        builtin = name in REWARD_FUNCTIONS
+        sources[name] = RewardSource(name, fn, (ranges or {}).get(name), None if builtin else timeout_s)
+    return RewardSources(sources, on_error)
 
 
 @dataclass
@@ -86,6 +123,10 @@ class ScoredCompletions:
         """Source name -> its first error message, in row order (sources that never raised are absent)."""
         return {name: rows[min(rows)] for name, rows in self.row_errors.items() if rows}
 
+    def failure_metrics(self) -> dict[str, float]:
+        """``rewards/<source>/failed_rows``: rows where the source failed (counted as 0), per source."""
+        return {f"rewards/{name}/failed_rows": float(len(rows)) for name, rows in self.row_errors.items()}
+
     def select(self, rows: Sequence[int]) -> ScoredCompletions:
         rows = list(rows)
         index = torch.tensor(rows, dtype=torch.long)
@@ -108,21 +149,16 @@ class ScoredCompletions:
 
 def score_sources(reward_fns: dict[str, RewardFn], problems: list[Any], completions: list[str],
                   scores: list[float]) -> ScoredCompletions:
-    """Call every source once per completion."""
+    """Call every source once on the batch. ``reward_fns`` from :func:`build_reward_sources` stop on a
+    failure (its ``on_error``); a plain dict of functions counts a failed row as 0."""
     per_source: dict[str, torch.Tensor] = {}
     row_errors: dict[str, dict[int, str]] = {}
     for name, fn in reward_fns.items():
-        values = []
-        row_errors[name] = {}
-        for row, (problem, text, score) in enumerate(zip(problems, completions, scores)):
-            try:
-                value = fn(problem, text, score)
-                value = math.nan if value is None else float(value)
-            except Exception as err:  # noqa: BLE001 - a user's reward must not stop training
-                row_errors[name][row] = f"{type(err).__name__}: {err}"
-                value = 0.0
-            values.append(value)
+        source = fn if isinstance(fn, RewardSource) else RewardSource(name, fn)
+        values, row_errors[name] = source(problems, completions, scores)
         per_source[name] = torch.tensor(values, dtype=torch.float32)
+    if isinstance(reward_fns, RewardSources):
+        reward_fns.raise_first(row_errors, problems)
     return ScoredCompletions(list(scores), per_source, row_errors)
 
 
