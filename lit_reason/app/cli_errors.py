@@ -10,6 +10,8 @@ exception in the ``__cause__`` / ``__context__`` chain and prints only its messa
 Which exceptions count as bad input (everything else keeps its traceback, so bugs stay debuggable):
   * ``PolicyLoadError`` (and the ``BuiltinModelError`` it wraps), wherever it is raised;
   * Lightning's ``MisconfigurationException`` (a Trainer setting it rejects), likewise;
+  * ``SamplerWorkerError`` (an async-rollout sampler died, crashed or stalled: the line names it
+    and what it was doing; its own traceback, if any, is already on the terminal);
   * a plain ``ValueError`` / ``FileNotFoundError`` / ``ImportError`` (an optional dependency
     that is missing, e.g. ``pip install peft``) raised by project code (``lit_reason``,
     ``datamodules``, ``callbacks``) while a LightningModule, LightningDataModule or Callback runs
@@ -37,12 +39,13 @@ def one_line_error(exc: BaseException) -> str | None:
 
     from lit_reason.models.policy import PolicyLoadError
     from lit_reason.models.pretrained import BuiltinModelError
+    from lit_reason.rollout_step.sampler_worker import SamplerWorkerError
 
     chain = list(_chain(exc))
     for err in chain:
         if isinstance(err, MisconfigurationException):
             return f"trainer: {_flat(str(err))}"
-        if isinstance(err, (PolicyLoadError, BuiltinModelError)) or (
+        if isinstance(err, (PolicyLoadError, BuiltinModelError, SamplerWorkerError)) or (
             type(err) in (ValueError, FileNotFoundError, ImportError) and _raised_checking_settings(err)
         ):
             return _flat(str(err)) or type(err).__name__

@@ -27,6 +27,7 @@ from lit_reason.rollout import Rollout, SamplingConfig
 from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
 from lit_reason.rollout.vllm_engine import VLLMOptions
 from lit_reason.rollout_step import DynamicSampling, RolloutStep, SampleNow
+from lit_reason.rollout_step.async_rollouts import AsyncRollouts, AsyncRolloutStep
 from lit_reason.rollout_step.metrics import scored_rollout_metrics
 from lit_reason.tasks.metrics import GroupedAccuracy
 from lit_reason.tasks.rewards import ScoredCompletions, resolve_reward, score_sources, source_metrics
@@ -102,6 +103,8 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction: truncated importance sampling on pi_trainer_old / pi_sampler,
             ``{level: token|sequence, mode: truncate|mask, cap, floor}`` (lit_reason.rollout.correction),
             for any engine; null = off.
+        async_rollouts: ``{max_staleness, sync_every, timeout_s, worker_threads}``: a sampler process
+            generates batches up to max_staleness versions ahead (docs/async_rollouts.md); null = off.
     """
 
     def __init__(
@@ -155,11 +158,13 @@ class GRPO(CheckpointState, Evaluation):
         rollout_engine: str = "builtin",
         vllm: VLLMOptions | None = None,
         rollout_correction: RolloutCorrection | None = None,
+        async_rollouts: AsyncRollouts | None = None,
     ) -> None:
         super().__init__()
         lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
         vllm = config_dict(VLLMOptions, vllm, "model.vllm")
         rollout_correction = config_dict(RolloutCorrection, rollout_correction, "model.rollout_correction")
+        async_rollouts = config_dict(AsyncRollouts, async_rollouts, "model.async_rollouts")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._check_config()
@@ -187,6 +192,9 @@ class GRPO(CheckpointState, Evaluation):
     def build_rollout_step(self) -> RolloutStep:
         """How a batch becomes a scored rollout: replace this (or ``self.rollout_step``) to sample
         another way (episodes, a rollout queue) with the step below unchanged."""
+        if self.hparams.get("async_rollouts") is not None:
+            AsyncRolloutStep.check_module(self.hparams, own_engine=type(self).build_engine is not GRPO.build_engine)
+            return AsyncRolloutStep(parse_config(AsyncRollouts, self.hparams.async_rollouts, "model.async_rollouts"))
         if self.hparams.dynamic_sampling:
             return DynamicSampling(self.hparams.max_resample_batches)
         return SampleNow()
@@ -222,7 +230,12 @@ class GRPO(CheckpointState, Evaluation):
         self._setup_strategy()
         if self.lora is not None and self._trainer is not None:
             check_lora_precision(self.lora, self.ref_model is not None, self.trainer.precision_plugin)
+        if stage == "fit" and self._trainer is not None:
+            self.rollout_step.setup(self)
         self.setup_metric_groups()
+
+    def teardown(self, stage: str) -> None:
+        self.rollout_step.teardown(self)
 
     # ------------------------------------------------------------------ rewards and weights
     def compute_rewards(self, problems: Sequence[Any], rollout: Rollout, scores: Sequence[float],

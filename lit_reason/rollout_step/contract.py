@@ -48,7 +48,8 @@ class RolloutStep:
     """Turns the data batch of a training step into a :class:`ScoredRollout`.
 
     Subclasses implement :meth:`__call__`; the hooks mirror Lightning's and run from the module's
-    own (``on_fit_start``: before anything trains; ``on_train_start``: the train loader exists).
+    own (``setup``: the trainer is attached, check settings here; ``on_fit_start``: before anything
+    trains; ``on_train_start``: the train loader exists; ``teardown``: release processes).
     ``state_dict`` entries are saved in the checkpoint's ``lit_reason`` section and handed back to
     :meth:`load_state_dict` on resume.
     """
@@ -56,10 +57,16 @@ class RolloutStep:
     def __call__(self, module: Any, batch: list[Any]) -> ScoredRollout:
         raise NotImplementedError
 
+    def setup(self, module: Any) -> None:
+        pass
+
     def on_fit_start(self, module: Any) -> None:
         pass
 
     def on_train_start(self, module: Any) -> None:
+        pass
+
+    def teardown(self, module: Any) -> None:
         pass
 
     def state_dict(self) -> dict[str, Any]:
