@@ -193,7 +193,6 @@ class GRPO(CheckpointState, Evaluation):
         """How a batch becomes a scored rollout: replace this (or ``self.rollout_step``) to sample
         another way (episodes, a rollout queue) with the step below unchanged."""
         if self.hparams.get("async_rollouts") is not None:
-            AsyncRolloutStep.check_module(self.hparams, own_engine=type(self).build_engine is not GRPO.build_engine)
             return AsyncRolloutStep(parse_config(AsyncRollouts, self.hparams.async_rollouts, "model.async_rollouts"))
         if self.hparams.dynamic_sampling:
             return DynamicSampling(self.hparams.max_resample_batches)
@@ -206,7 +205,10 @@ class GRPO(CheckpointState, Evaluation):
 
     def _check_config(self) -> None:
         """Every setting checked before anything loads (variants add theirs, then call this)."""
-        check_options(self.hparams, type(self).__name__, own_engine=type(self).build_engine is not GRPO.build_engine)
+        own_engine = type(self).build_engine is not GRPO.build_engine
+        check_options(self.hparams, type(self).__name__, own_engine=own_engine)
+        if self.hparams.get("async_rollouts") is not None:
+            AsyncRolloutStep.check_module(self.hparams, own_engine=own_engine)
 
     def configure_optimizers(self):
         h = self.hparams
