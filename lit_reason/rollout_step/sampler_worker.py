@@ -18,6 +18,7 @@ parent and exits when the trainer is gone.
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -127,7 +128,8 @@ def _serve(spec: WorkerSpec, weights: dict[str, Tensor], requests: Any, results:
             with torch.no_grad():
                 rollout = engine.generate(runnable.prompt_ids, runnable.prompt_mask,
                                           torch.Generator().manual_seed(runnable.seed))
-            results.put(("rollout", Generated(runnable.index, version, rollout, idle, began, time.time())))
+            # by value (plain pickle), not as shared-memory handles: a message must stay readable after its sender dies
+            results.put(("rollout", pickle.dumps(Generated(runnable.index, version, rollout, idle, began, time.time()))))
             idle = 0.0
             _set_status(status, f"idle after batch {runnable.index} (weights v{version})")
         elif message[0] == "stop":
@@ -182,8 +184,14 @@ class SamplerWorker:
         self.requests.put(("generate", request))
 
     def take(self, index: int) -> Generated:
-        """The rollout of batch ``index`` (waits for it, within the timeout)."""
+        """The rollout of batch ``index`` (waits for it, within the timeout); every batch that
+        arrived meanwhile is kept in ``ready`` (the queue depth)."""
         self._wait_for(lambda: index in self.ready, f"batch {index}")
+        while True:
+            try:
+                self._receive(self.results.get_nowait(), f"batch {index}")
+            except queue.Empty:
+                break
         return self.ready.pop(index)
 
     def _wait_for(self, done: Callable[[], bool], what: str) -> None:
@@ -210,7 +218,8 @@ class SamplerWorker:
 
     def _receive(self, message: tuple, what: str) -> None:
         if message[0] == "rollout":
-            self.ready[message[1].index] = message[1]
+            generated = pickle.loads(message[1])  # noqa: S301 (our own child's bytes, never model output)
+            self.ready[generated.index] = generated
         elif message[0] == "loaded":
             self.loaded = message[1]
             self.load_seconds += message[2]
