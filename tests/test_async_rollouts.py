@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from collections import Counter
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -90,6 +91,28 @@ def test_bad_settings_stop_in_one_line_before_anything_loads(options, message):
 def test_engines_it_cannot_serve_are_refused(cls, options, message):
     with pytest.raises(ValueError, match=message):
         cls(model="tiny", async_rollouts={"max_staleness": 1}, **options)
+
+
+class FSDPStrategy:  # stands for Lightning's (the check reads the class name)
+    root_device = torch.device("cpu")
+
+
+class SingleDeviceStrategy:
+    def __init__(self, device):
+        self.root_device = torch.device(device)
+
+
+@pytest.mark.parametrize("strategy, devices, message", [
+    (FSDPStrategy(), 1, "needs full weights on each rank .* not FSDPStrategy"),
+    (SingleDeviceStrategy("cuda"), 1, "runs its sampler on CPU cores"),
+    (SingleDeviceStrategy("cpu"), 4096, "4096 ranks on this machine, each with a sampler of worker_threads=1"),
+])
+def test_strategies_and_machines_it_cannot_serve_are_refused_at_setup(strategy, devices, message):
+    step = AsyncRolloutStep(AsyncRollouts())
+    module = SimpleNamespace(trainer=SimpleNamespace(strategy=strategy, num_devices=devices))
+    with pytest.raises(ValueError, match=message):
+        step.setup(module)
+    step.setup(SimpleNamespace(trainer=SimpleNamespace(strategy=SingleDeviceStrategy("cpu"), num_devices=1)))
 
 
 def test_worker_errors_reach_the_cli_as_one_line():

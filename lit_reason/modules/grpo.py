@@ -103,8 +103,7 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction: truncated importance sampling on pi_trainer_old / pi_sampler,
             ``{level: token|sequence, mode: truncate|mask, cap, floor}`` (lit_reason.rollout.correction),
             for any engine; null = off.
-        async_rollouts: ``{max_staleness, sync_every, timeout_s, worker_threads}``: a sampler process
-            generates batches up to max_staleness versions ahead (docs/async_rollouts.md); null = off.
+        async_rollouts: a sampler process generating up to ``max_staleness`` versions ahead (docs/async_rollouts.md).
     """
 
     def __init__(
@@ -205,10 +204,7 @@ class GRPO(CheckpointState, Evaluation):
 
     def _check_config(self) -> None:
         """Every setting checked before anything loads (variants add theirs, then call this)."""
-        own_engine = type(self).build_engine is not GRPO.build_engine
-        check_options(self.hparams, type(self).__name__, own_engine=own_engine)
-        if self.hparams.get("async_rollouts") is not None:
-            AsyncRolloutStep.check_module(self.hparams, own_engine=own_engine)
+        check_options(self.hparams, type(self).__name__, own_engine=type(self).build_engine is not GRPO.build_engine)
 
     def configure_optimizers(self):
         h = self.hparams

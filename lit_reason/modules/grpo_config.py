@@ -9,6 +9,7 @@ from lit_reason.algorithms import objectives as obj
 from lit_reason.algorithms.advantages import check_estimator
 from lit_reason.models.reference import check_ref_quantization
 from lit_reason.rollout.vllm_engine import ROLLOUT_ENGINES
+from lit_reason.rollout_step.async_rollouts import AsyncRolloutStep
 from lit_reason.tasks.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS
 from lit_reason.utils.optim import optimizer_steps_per_rollout, run_optimizer_steps
 
@@ -42,6 +43,8 @@ def check_options(h: Any, module_name: str, own_engine: bool) -> None:
     if h.ref_quantization is not None and h.get("lora") is not None:
         raise ValueError("model.ref_quantization has no effect with model.lora (the reference is the base with the "
                          "adapters off, no copy): unset ref_quantization; lora.load_in_4bit quantizes the base")
+    if h.get("async_rollouts") is not None:
+        AsyncRolloutStep.check_module(h, own_engine)
 
 
 def algorithm_option_problem(h: Any) -> str | None:

@@ -154,6 +154,10 @@ class AsyncRolloutStep(RolloutStep):
         if strategy.root_device.type != "cpu":
             raise ValueError("model.async_rollouts runs its sampler on CPU cores; a GPU sampler (vLLM) is not done "
                              "yet: use trainer.accelerator: cpu or unset model.async_rollouts")
+        local_ranks = max(int(getattr(trainer, "num_devices", 1) or 1), 1)
+        if local_ranks * self.config.worker_threads > core_count():
+            raise ValueError(f"model.async_rollouts: {local_ranks} ranks on this machine, each with a sampler of "
+                             f"worker_threads={self.config.worker_threads}, need more than its {core_count()} core(s)")
 
     def on_train_start(self, module: Any) -> None:
         trainer = module.trainer

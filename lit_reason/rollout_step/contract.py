@@ -9,7 +9,9 @@ rollout queue is another subclass, and the module does not change.
 What a step may call on the module (all public on :class:`lit_reason.modules.GRPO`):
 ``hparams.num_generations``, ``generate(problems, generator=...)``, ``sampling_generator(salt)``,
 ``reward_fns``, ``compute_rewards(...)`` / ``old_policy_pass(...)`` / ``rewards_need_old_pass`` (to
-judge a group before training on it), ``tokenizer``, ``global_step``, ``global_rank`` and ``trainer``.
+judge a group before training on it), ``tokenizer``, ``global_step``, ``global_rank`` and ``trainer``;
+an asynchronous step also ``encode_prompts``, ``sampling_seed_base()``, ``sampling`` and ``policy``
+(whose weights it pushes to its sampler).
 """
 
 from __future__ import annotations
