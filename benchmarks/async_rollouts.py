@@ -1,11 +1,13 @@
 """Asynchronous rollouts on a 2-core CPU: the synchronous step with 2 threads against the sampler
 process on one core and the trainer on the other, and the reward curve at k = 0, 1, 2.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/async_rollouts.py                       # SmolLM2-135M
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/async_rollouts.py --model tiny --steps 3 --arms sync k1   # smoke
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/async_rollouts.py --arms sync k1 --steps 6        # SmolLM2-135M, speed
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/async_rollouts.py --model tiny --task char_fill \
+        --steps 40 --group 8 --batch 4 --lr 3e-3 --figure docs/figures/async_rollouts_reward.png  # reward curves
 
 Arms (all in this process, one after the other, same seed, same data, same number of steps):
   * ``sync``: ``model.async_rollouts`` off, torch with 2 threads (generation, then training);
+    ``sync1`` the same with 1 thread (on a busy machine 2 threads can be slower than 1: read both);
   * ``k0``, ``k1``, ``k2``: ``async_rollouts: {max_staleness: k}``, the trainer with 1 thread and the
     sampler process with 1 (``worker_threads: 1``); k = 0 is the synchronous schedule on split cores.
 
@@ -15,6 +17,8 @@ ratios to ``sync``; per arm the mean of the async metrics (trainer idle, sampler
 ages). The load average of the machine is printed before and after each arm: on a shared machine
 another process's work lands in one arm and not another, so read the ratios with it. The reward
 per step of every arm goes to ``--figure`` (does staleness cost learning over these steps?).
+Tasks: ``math`` (easy synthetic arithmetic, chat prompts, rewards correct + 0.5 format: the
+SmolLM2 config) or ``char_fill`` (the toy task, partial credit: a curve that rises in tens of steps).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import lightning as L
 import torch
 
 from datamodules.math_data import MathDataModule
+from datamodules.toy import ToyDataModule
 from lit_reason.modules import GRPO
 
 
@@ -42,18 +47,24 @@ class StepLog(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("async/")}
         self.rows.append({"end": time.perf_counter(), "tokens": outputs["rollout"].num_tokens,
                           "reward": float(outputs["rewards"].nanmean()), **metrics})
+        print(f"  step {len(self.rows)}: reward {self.rows[-1]['reward']:.3f} {metrics}", flush=True)
 
 
 def run_arm(arm: str, args: argparse.Namespace) -> dict:
-    k = None if arm == "sync" else int(arm[1:])
-    torch.set_num_threads(2 if k is None else 1)
+    k = None if arm.startswith("sync") else int(arm[1:])
+    torch.set_num_threads(1 if k is not None or arm == "sync1" else 2)
     L.seed_everything(0)
-    module = GRPO(model=args.model, prompt_format="chat", max_prompt_length=256, num_generations=args.group,
-                  max_new_tokens=args.max_new_tokens, lr=args.lr, rewards={"correct": 1.0, "format": 0.5},
+    math = args.task == "math"
+    module = GRPO(model=args.model, prompt_format="chat" if math else "plain", max_prompt_length=256,
+                  num_generations=args.group, max_new_tokens=args.max_new_tokens, lr=args.lr,
+                  rewards={"correct": 1.0, "format": 0.5} if math else None,
                   rollout_correction={"cap": 2.0} if k else None,
                   async_rollouts=None if k is None else {"max_staleness": k, "worker_threads": 1})
-    data = MathDataModule(source="synthetic", difficulty="easy", prompt_format="chat", system_prompt="default",
-                          num_val=0, batch_size=args.batch, seed=0)
+    if math:
+        data = MathDataModule(source="synthetic", difficulty="easy", prompt_format="chat", system_prompt="default",
+                              num_val=0, batch_size=args.batch, seed=0)
+    else:
+        data = ToyDataModule(task="char_fill", batch_size=args.batch, val_size=0)
     log = StepLog()
     trainer = L.Trainer(max_steps=args.steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -77,6 +88,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--task", default="math", choices=["math", "char_fill"])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=2, help="prompts per step")
     parser.add_argument("--group", type=int, default=4, help="completions per prompt (G)")
@@ -86,7 +98,13 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--figure", default=None, help="reward per step of every arm (PNG)")
     args = parser.parse_args()
-    results = [run_arm(arm, args) for arm in args.arms]
+    results = []
+    for arm in args.arms:
+        print(f"arm {arm}", flush=True)
+        results.append(run_arm(arm, args))
+        if args.json:  # after every arm: a run cut short keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump({"args": vars(args), "results": results}, f, indent=1)
     base = next((r for r in results if r["arm"] == "sync"), results[0])
     print(f"\n{args.model}, {args.steps} steps of {args.batch} prompts x G {args.group}, <= {args.max_new_tokens} "
           f"tokens; ratios to {base['arm']}")
@@ -102,9 +120,6 @@ def main() -> None:
               f"{r.get('async/trainer_idle_s', 0):7.2f} {r.get('async/sampler_idle_s', 0):7.2f} "
               f"{r.get('async/sync_s', 0):6.2f} {r['load_before']:4.1f}->{r['load_after']:4.1f}")
         print(f"      ages {r['ages']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
     if args.figure:
         import matplotlib
 

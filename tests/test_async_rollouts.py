@@ -262,6 +262,20 @@ def test_a_stalled_worker_ends_the_wait_at_the_timeout_naming_what_it_was_doing(
 
 
 @pytest.mark.integration
+def test_a_crash_in_the_worker_reaches_the_terminal_and_ends_the_wait(tiny_policy, tmp_path, capfd):
+    missing = str(tmp_path / "no-such-model")
+    worker = SamplerWorker(WorkerSpec("sampler-test", missing, "float32", SamplingConfig(max_new_tokens=4), 1),
+                           inference_weights(tiny_policy.model), timeout_s=300)
+    try:
+        with pytest.raises(SamplerWorkerError, match=r"sampler worker sampler-test crashed while loading the model: "
+                                                     r".*no-such-model.* \(the trainer was waiting for batch 0\)"):
+            worker.take(0)
+    finally:
+        worker.close()
+    assert "Traceback" in capfd.readouterr().err  # the child's own traceback, on the same terminal
+
+
+@pytest.mark.integration
 def test_a_resume_after_kills_at_random_points_trains_every_prompt_once(tmp_path):
     """An uninterrupted k = 1 run, and one killed twice at random (step, phase) points and resumed
     from its last checkpoint: the rollout prompts trained at every step, and so their multiset,

@@ -94,6 +94,7 @@ def serve(spec: WorkerSpec, weights: dict[str, Tensor], requests: Any, results: 
 def _serve(spec: WorkerSpec, weights: dict[str, Tensor], requests: Any, results: Any, status: Any) -> None:
     from lit_reason.models.policy import load_policy
 
+    results.cancel_join_thread()  # if the trainer is gone, exit without flushing what nobody will read
     torch.set_num_threads(spec.threads)
     _set_status(status, "loading the model")
     loaded = load_policy(spec.model, dtype=spec.dtype)
