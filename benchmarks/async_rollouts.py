@@ -2,8 +2,9 @@
 process on one core and the trainer on the other, and the reward curve at k = 0, 1, 2.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/async_rollouts.py --arms sync k1 --steps 6        # SmolLM2-135M, speed
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/async_rollouts.py --model tiny --task char_fill \
-        --steps 40 --group 8 --batch 4 --lr 3e-3 --figure docs/figures/async_rollouts_reward.png  # reward curves
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/async_rollouts.py --model tiny --task char_fill --letters a \
+        --steps 30 --group 8 --batch 4 --max-new-tokens 12 --lr 1e-2 --arms sync1 k0 k1 k2 \
+        --figure docs/figures/async_rollouts_reward.png                                       # reward curves
 
 Arms (all in this process, one after the other, same seed, same data, same number of steps):
   * ``sync``: ``model.async_rollouts`` off, torch with 2 threads (generation, then training);
@@ -64,7 +65,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict:
         data = MathDataModule(source="synthetic", difficulty="easy", prompt_format="chat", system_prompt="default",
                               num_val=0, batch_size=args.batch, seed=0)
     else:
-        data = ToyDataModule(task="char_fill", batch_size=args.batch, val_size=0)
+        data = ToyDataModule(task="char_fill", batch_size=args.batch, val_size=0, letters=args.letters)
     log = StepLog()
     trainer = L.Trainer(max_steps=args.steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -89,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--task", default="math", choices=["math", "char_fill"])
+    parser.add_argument("--letters", default="abcdefghij", help="char_fill: the letters asked for")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=2, help="prompts per step")
     parser.add_argument("--group", type=int, default=4, help="completions per prompt (G)")

@@ -69,6 +69,15 @@ def test_loader_plan_is_the_loaders_own_order_across_epochs():
         assert plan.indices(epoch, len(loader)) == plan.indices(epoch + 1, 0)  # past the end: the next epoch
 
 
+def test_a_loader_it_cannot_plan_is_refused():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield from range(3)
+
+    with pytest.raises(ValueError, match="needs a map-style dataset"):
+        LoaderPlan(torch.utils.data.DataLoader(Stream(), batch_size=2), float("inf"))
+
+
 @pytest.mark.parametrize("options, message", [
     ({"max_staleness": -1}, "max_staleness must be >= 0"),
     ({"max_staleness": 1, "sync_every": 3}, r"sync_every must be in \[1, max_staleness \+ 1\] = \[1, 2\]"),
@@ -298,3 +307,40 @@ def test_a_resume_after_kills_at_random_points_trains_every_prompt_once(tmp_path
         lineage.update({s: r["prompts"] for s, r in record.steps.items() if s <= saved})
     assert lineage == {s: r["prompts"] for s, r in whole.steps.items()}
     assert Counter(p for ps in lineage.values() for p in ps) == Counter(p for r in whole.steps.values() for p in r["prompts"])
+
+
+class SavePrompts(L.Callback):
+    """Each rank writes the prompts it trained (read from its rollouts) and its final weights."""
+
+    def __init__(self, path):
+        self.path, self.prompts = path, []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        rollout = outputs["rollout"]
+        self.prompts.append(module.tokenizer.batch_decode([i[m.bool()] for i, m in zip(rollout.prompt_ids, rollout.prompt_mask)]))
+
+    def on_train_end(self, trainer, module):
+        torch.save({"prompts": self.prompts, "planned": [[p.prompt for p in module.rollout_step.plan.problems(0, b)]
+                                                         for b in range(len(self.prompts))],
+                    "params": [p.detach().clone() for p in module.parameters()]},
+                   self.path / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.integration
+def test_ddp_each_rank_has_its_own_sampler_for_its_own_shard(tmp_path):
+    """2 gloo ranks, k = 1: each rank's sampler generates its rank's DistributedSampler shard (the
+    rollouts' prompts are the rank's planned batches, and the ranks' differ), and the ranks end
+    with identical weights."""
+    L.seed_everything(0)
+    module = GRPO(**{**BASE, "async_rollouts": {"max_staleness": 1}})
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[SavePrompts(tmp_path)])
+    trainer.fit(module, datamodule=ToyDataModule(task="add", train_size=16, batch_size=2, val_size=0))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for rank in ranks:
+        assert len(rank["prompts"]) == 3
+        assert rank["prompts"] == [[p for p in batch for _ in range(2)] for batch in rank["planned"]]
+    assert ranks[0]["prompts"] != ranks[1]["prompts"]
+    for p, q in zip(ranks[0]["params"], ranks[1]["params"]):
+        assert torch.equal(p, q)

@@ -90,14 +90,15 @@ class LoaderPlan:
     the sampler's order is drawn from a copy with ``set_epoch`` (Lightning's DistributedSampler and
     ``EpochRandomSampler`` are pure functions of the epoch)."""
 
-    def __init__(self, loader: Any, batches_per_epoch: int) -> None:
+    def __init__(self, loader: Any, batches_per_epoch: float) -> None:
         dataset = getattr(loader, "dataset", None)
         sampler = getattr(loader, "sampler", None)
-        if dataset is None or not hasattr(dataset, "__getitem__") or sampler is None or not loader.batch_size:
+        if dataset is None or not hasattr(dataset, "__getitem__") or sampler is None or not loader.batch_size \
+                or batches_per_epoch == float("inf"):
             raise ValueError("model.async_rollouts plans batches ahead from the train loader's sampler: it needs a "
                              "map-style dataset with a batch_size (every ProblemDataModule has one)")
         self.dataset, self.sampler, self.batch_size, self.drop_last = dataset, sampler, loader.batch_size, loader.drop_last
-        self.batches_per_epoch = batches_per_epoch
+        self.batches_per_epoch = int(batches_per_epoch)
         self._epochs: dict[int, list[list[int]]] = {}
 
     def indices(self, epoch: int, batch_idx: int) -> list[int]:
@@ -161,7 +162,7 @@ class AsyncRolloutStep(RolloutStep):
 
     def on_train_start(self, module: Any) -> None:
         trainer = module.trainer
-        self.plan = LoaderPlan(trainer.train_dataloader, int(trainer.num_training_batches))
+        self.plan = LoaderPlan(trainer.train_dataloader, trainer.num_training_batches)
         h = module.hparams
         rows = self.plan.batch_size * h.num_generations
         self.steps_per_rollout = optimizer_steps_per_rollout(rows, h.num_iterations, h.minibatch_size)
