@@ -86,6 +86,24 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict:
     return out
 
 
+def plot(results: list[dict], args: argparse.Namespace) -> None:
+    """Reward per step of every arm, one line each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for r in results:
+        ax.plot(range(1, len(r["rewards"]) + 1), r["rewards"], marker="o", ms=3, label=r["arm"])
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward (correct + 0.5 format)" if args.task == "math" else "mean reward (share of the letter)")
+    ax.set_title(f"{args.model}, {args.task}: reward per step by max_staleness")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.figure, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -99,7 +117,13 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["sync", "k0", "k1", "k2"])
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--figure", default=None, help="reward per step of every arm (PNG)")
+    parser.add_argument("--plot-only", action="store_true", help="draw --figure from --json without running")
     args = parser.parse_args()
+    if args.plot_only:
+        with open(args.json) as f:
+            saved = json.load(f)
+        plot(saved["results"], argparse.Namespace(**{**saved["args"], "figure": args.figure}))
+        return
     results = []
     for arm in args.arms:
         print(f"arm {arm}", flush=True)
@@ -123,20 +147,7 @@ def main() -> None:
               f"{r.get('async/sync_s', 0):6.2f} {r['load_before']:4.1f}->{r['load_after']:4.1f}")
         print(f"      ages {r['ages']}")
     if args.figure:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for r in results:
-            ax.plot(range(1, len(r["rewards"]) + 1), r["rewards"], marker="o", ms=3, label=r["arm"])
-        ax.set_xlabel("step")
-        ax.set_ylabel("mean reward (correct + 0.5 format)")
-        ax.set_title(f"{args.model}: reward per step by max_staleness")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.figure, dpi=120)
+        plot(results, args)
 
 
 if __name__ == "__main__":
