@@ -167,7 +167,7 @@ class AsyncRolloutStep(RolloutStep):
         rows = self.plan.batch_size * h.num_generations
         self.steps_per_rollout = optimizer_steps_per_rollout(rows, h.num_iterations, h.minibatch_size)
         self.first_version = int(module.global_step) // self.steps_per_rollout
-        self.requested: set[int] = set()
+        self.requested: dict[int, list[Any]] = {}  # batch index -> the planned prompts
         self.close()
         spec = WorkerSpec(f"sampler-rank{module.global_rank}", h.model, h.dtype, module.sampling, self.config.worker_threads)
         self.worker = SamplerWorker(spec, inference_weights(module.policy), self.config.timeout_s)
@@ -185,15 +185,13 @@ class AsyncRolloutStep(RolloutStep):
         for ahead in range(k + 1):
             if index + ahead not in self.requested:
                 self._request(module, index + ahead, self.plan.problems(epoch, batch_idx + ahead), ahead)
-        planned = [p.prompt for p in self.plan.problems(epoch, batch_idx)]
-        if planned != [p.prompt for p in batch]:
+        if self.requested.pop(index) != [p.prompt for p in batch]:
             self.close()
             raise RuntimeError("model.async_rollouts: the train loader yielded other problems than its sampler's "
                                "order promised; it needs a loader whose order is a pure function of the epoch")
         t0 = time.perf_counter()
         generated = self.worker.take(index)
         trainer_idle = time.perf_counter() - t0
-        self.requested.discard(index)
         age = batch_age(index, generated.version, k)
         self.age_counts[age] = self.age_counts.get(age, 0) + 1
         rows = [p for p in batch for _ in range(module.hparams.num_generations)]
@@ -205,14 +203,15 @@ class AsyncRolloutStep(RolloutStep):
 
     def _request(self, module: Any, index: int, problems: list[Any], ahead: int) -> None:
         """Ask for batch ``index``, seeded as the synchronous trainer seeds the rollout of that step."""
-        ids, mask = module.encode_prompts([p.prompt for p in problems])
+        prompts = [p.prompt for p in problems]
+        ids, mask = module.encode_prompts(prompts)
         G = module.hparams.num_generations
         step = int(module.global_step) + ahead * self.steps_per_rollout
         seed = rollout_seed(module.sampling_seed_base(), step, module.global_rank)
         version = min_version(index, self.config.max_staleness, self.first_version)
         self.worker.request(GenerateRequest(index, ids.cpu().repeat_interleave(G, 0), mask.cpu().repeat_interleave(G, 0),
                                             seed, version))
-        self.requested.add(index)
+        self.requested[index] = prompts
 
     def teardown(self, module: Any) -> None:
         self.close()
