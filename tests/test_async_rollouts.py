@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules import ToyDataModule
 from datamodules.resumable import EpochRandomSampler, ResumableDataLoader
+from lit_reason.app.cli import main
 from lit_reason.app.cli_errors import one_line_error
 from lit_reason.modules import GRPO, HRPO
 from lit_reason.rollout import SamplingConfig
@@ -122,6 +124,18 @@ def test_strategies_and_machines_it_cannot_serve_are_refused_at_setup(strategy, 
     with pytest.raises(ValueError, match=message):
         step.setup(module)
     step.setup(SimpleNamespace(trainer=SimpleNamespace(strategy=SingleDeviceStrategy("cpu"), num_devices=1)))
+
+
+@pytest.mark.parametrize("override, line", [
+    ("--model.async_rollouts.max_staleness=-1", "error: model.async_rollouts.max_staleness must be >= 0 (got -1)"),
+    ("--model.rollout_engine=vllm", "error: model.async_rollouts samples with the built-in engine"),
+])
+def test_the_cli_prints_bad_async_settings_as_one_line(override, line, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(Path(__file__).parents[1] / "configs" / "grpo" / "async_rollouts.yaml"), override])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(line) and "Traceback" not in "\n".join(err)
 
 
 def test_worker_errors_reach_the_cli_as_one_line():

@@ -17,7 +17,10 @@ Which exceptions count as bad input (everything else keeps its traceback, so bug
     ``datamodules``, ``callbacks``) while a LightningModule, LightningDataModule or Callback runs
     ``__init__``, ``prepare_data`` or ``setup``: a check of a setting, not a failure in training;
   * jsonargparse's ``ArgumentError`` (unknown key or class, a value of the wrong type, a missing
-    config file): condensed to ``<key>: <jsonargparse's innermost sentence>``.
+    config file): condensed to ``<key>: <jsonargparse's innermost sentence>``;
+  * a YAML option group's own check (``model.async_rollouts.max_staleness must be >= 0 ...``,
+    raised by its dataclass) that jsonargparse nests in a ``ValueError`` listing the union's
+    subtypes: that line alone.
 
 Set ``LIT_REASON_TRACEBACK=1`` to get the full traceback of these too.
 """
@@ -31,6 +34,7 @@ from collections.abc import Iterator
 _PROJECT_PACKAGES = ("lit_reason", "datamodules", "callbacks")
 _SETTINGS_HOOKS = {"__init__", "prepare_data", "setup"}
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
+_NESTED_SETTING = re.compile(r"^\s*- ((?:model|data|trainer)\.\w+\.\w+ .+)$", re.MULTILINE)
 
 
 def one_line_error(exc: BaseException) -> str | None:
@@ -52,6 +56,10 @@ def one_line_error(exc: BaseException) -> str | None:
     for i, err in enumerate(chain):
         if isinstance(err, ArgumentError):
             return _condense_argument_error(chain[i:])
+    for err in chain:  # a config dataclass's own check, reported inside jsonargparse's union report
+        match = _NESTED_SETTING.search(str(err)) if type(err) is ValueError else None
+        if match:
+            return match.group(1)
     return None
 
 
