@@ -156,3 +156,8 @@ def test_rows_kept_out_of_the_loss_stay_out_of_batch_advantages_and_the_logged_r
     a = 0.5 / (0.5773502691896258 + 1e-4)
     assert rec.outputs[0]["advantages"].tolist() == pytest.approx([a, -a, -a, a, 0, 0, 0, 0], abs=1e-6)
     assert rec.metrics[-1]["reward"] == pytest.approx(0.5)  # the trained group's mean, not 0.75
+
+
+def test_episodes_and_async_rollouts_together_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="set one of them, not both"):
+        tiny(episodes={"environment": "retry"}, async_rollouts={"max_staleness": 1})

@@ -14,12 +14,17 @@ Which exceptions count as bad input (everything else keeps its traceback, so bug
   * ``PolicyLoadError`` (and the ``BuiltinModelError`` it wraps), wherever it is raised;
   * ``RewardError``: a reward source failed during training (raised before the update);
   * Lightning's ``MisconfigurationException`` (a Trainer setting it rejects), likewise;
+  * ``SamplerWorkerError`` (an async-rollout sampler died, crashed or stalled: the line names it
+    and what it was doing; its own traceback, if any, is already on the terminal);
   * a plain ``ValueError`` / ``FileNotFoundError`` / ``ImportError`` (an optional dependency
     that is missing, e.g. ``pip install peft``) raised by project code (``lit_reason``,
     ``datamodules``, ``callbacks``) while a LightningModule, LightningDataModule or Callback runs
     ``__init__``, ``prepare_data`` or ``setup``: a check of a setting, not a failure in training;
   * jsonargparse's ``ArgumentError`` (unknown key or class, a value of the wrong type, a missing
-    config file): condensed to ``<key>: <jsonargparse's innermost sentence>``.
+    config file): condensed to ``<key>: <jsonargparse's innermost sentence>``;
+  * a YAML option group's own check (``model.async_rollouts.max_staleness must be >= 0 ...``,
+    raised by its dataclass) that jsonargparse nests in a ``ValueError`` listing the union's
+    subtypes: that line alone.
 
 Set ``LIT_REASON_TRACEBACK=1`` to get the full traceback of these too.
 """
@@ -34,6 +39,7 @@ _PROJECT_PACKAGES = ("lit_reason", "datamodules", "callbacks")
 _SETTINGS_HOOKS = {"__init__", "prepare_data", "setup"}
 _LIGHTNING_NAME = re.compile(r"You selected an invalid (strategy|accelerator) name: `\w+=(.+?)`")
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
+_NESTED_SETTING = re.compile(r"^\s*- ((?:model|data|trainer)\.\w+\.\w+ .+)$", re.MULTILINE)
 
 
 def one_line_error(exc: BaseException) -> str | None:
@@ -42,6 +48,7 @@ def one_line_error(exc: BaseException) -> str | None:
 
     from lit_reason.models.policy import PolicyLoadError
     from lit_reason.models.pretrained import BuiltinModelError
+    from lit_reason.rollout_step.sampler_worker import SamplerWorkerError
     from lit_reason.tasks.reward_calls import RewardError
     from lit_reason.utils.faults import RunStopped
 
@@ -53,13 +60,17 @@ def one_line_error(exc: BaseException) -> str | None:
             return f"trainer: {_flat(str(err))}"
         if type(err) is ValueError and _LIGHTNING_NAME.match(str(err)):
             return _unknown_trainer_name(str(err))
-        if isinstance(err, (PolicyLoadError, BuiltinModelError, RewardError)) or (
+        if isinstance(err, (PolicyLoadError, BuiltinModelError, RewardError, SamplerWorkerError)) or (
             type(err) in (ValueError, FileNotFoundError, ImportError) and _raised_checking_settings(err)
         ):
             return _flat(str(err)) or type(err).__name__
     for i, err in enumerate(chain):
         if isinstance(err, ArgumentError):
             return _condense_argument_error(chain[i:])
+    for err in chain:  # a config dataclass's own check, reported inside jsonargparse's union report
+        match = _NESTED_SETTING.search(str(err)) if type(err) is ValueError else None
+        if match:
+            return match.group(1)
     return None
 
 

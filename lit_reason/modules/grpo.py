@@ -30,6 +30,7 @@ from lit_reason.rollout.correction import RolloutCorrection, correct_rollout
 from lit_reason.rollout.vllm_engine import VLLMOptions
 from lit_reason.rollout_step import DynamicSampling, RolloutStep, SampleNow
 from lit_reason.rollout_step.episodes import EpisodeOptions, episode_step
+from lit_reason.rollout_step.async_rollouts import AsyncRollouts, AsyncRolloutStep
 from lit_reason.rollout_step.metrics import scored_rollout_metrics
 from lit_reason.tasks.metrics import GroupedAccuracy
 from lit_reason.tasks.rewards import ScoredCompletions, build_reward_sources, score_sources, source_metrics
@@ -113,6 +114,7 @@ class GRPO(CheckpointState, Evaluation):
             lit_reason.modules.divergence and docs/fault_tolerance.md. null = the defaults.
         on_reward_error, reward_timeout, reward_ranges: a failing reward ``stop``s the run in one line
             before the update or counts ``zero``; seconds per batch; ``{name: [low, high]}`` (lit_reason.tasks.reward_calls).
+        async_rollouts: a sampler process generating up to ``max_staleness`` versions ahead (docs/async_rollouts.md).
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class GRPO(CheckpointState, Evaluation):
         on_reward_error: str = "stop",
         reward_timeout: float | None = 120.0,
         reward_ranges: dict[str, list[float]] | None = None,
+        async_rollouts: AsyncRollouts | None = None,
     ) -> None:
         super().__init__()
         lora = lora_hparams(lora)  # a plain dict in hparams and checkpoints
@@ -178,6 +181,7 @@ class GRPO(CheckpointState, Evaluation):
         rollout_correction = config_dict(RolloutCorrection, rollout_correction, "model.rollout_correction")
         episodes = config_dict(EpisodeOptions, episodes, "model.episodes")
         divergence = config_dict(DivergenceSettings, divergence, "model.divergence")
+        async_rollouts = config_dict(AsyncRollouts, async_rollouts, "model.async_rollouts")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._check_config()
@@ -209,6 +213,8 @@ class GRPO(CheckpointState, Evaluation):
         another way (episodes, a rollout queue) with the step below unchanged."""
         if self.hparams.get("episodes") is not None:
             return episode_step(self.hparams.episodes, self.hparams.dynamic_sampling, self.hparams.max_resample_batches)
+        if self.hparams.get("async_rollouts") is not None:
+            return AsyncRolloutStep(parse_config(AsyncRollouts, self.hparams.async_rollouts, "model.async_rollouts"))
         if self.hparams.dynamic_sampling:
             return DynamicSampling(self.hparams.max_resample_batches)
         return SampleNow()
@@ -245,7 +251,12 @@ class GRPO(CheckpointState, Evaluation):
         self._setup_strategy()
         if self.lora is not None and self._trainer is not None:
             check_lora_precision(self.lora, self.ref_model is not None, self.trainer.precision_plugin)
+        if stage == "fit" and self._trainer is not None:
+            self.rollout_step.setup(self)
         self.setup_metric_groups()
+
+    def teardown(self, stage: str) -> None:
+        self.rollout_step.teardown(self)
 
     # ------------------------------------------------------------------ rewards and weights
     def compute_rewards(self, problems: Sequence[Any], rollout: Rollout, scores: Sequence[float],

@@ -11,6 +11,7 @@ from lit_reason.algorithms.advantages import check_estimator
 from lit_reason.models.reference import check_ref_quantization
 from lit_reason.rollout.vllm_engine import ROLLOUT_ENGINES
 from lit_reason.rollout_step.episodes import EpisodeOptions
+from lit_reason.rollout_step.async_rollouts import AsyncRolloutStep
 from lit_reason.tasks.prompts import LONG_PROMPT_POLICIES, PROMPT_FORMATS
 from lit_reason.utils.config_dataclass import parse_config
 from lit_reason.utils.optim import optimizer_steps_per_rollout, run_optimizer_steps
@@ -57,6 +58,11 @@ def check_options(h: Any, module_name: str, own_engine: bool) -> None:
     if h.ref_quantization is not None and h.get("lora") is not None:
         raise ValueError("model.ref_quantization has no effect with model.lora (the reference is the base with the "
                          "adapters off, no copy): unset ref_quantization; lora.load_in_4bit quantizes the base")
+    if h.get("async_rollouts") is not None:
+        if h.get("episodes") is not None:
+            raise ValueError("model.async_rollouts samples single-turn completions in its own process; multi-turn "
+                             "model.episodes run in the trainer: set one of them, not both")
+        AsyncRolloutStep.check_module(h, own_engine)
 
 
 def no_effect_notes(h: Any) -> list[str]:

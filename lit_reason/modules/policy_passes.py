@@ -25,6 +25,7 @@ from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig, positions
 from lit_reason.rollout.static_cache import StaticCacheRolloutEngine
 from lit_reason.rollout.vllm_engine import VLLMRolloutEngine, build_vllm_session
 from lit_reason.tasks.prompts import encode_prompt
+from lit_reason.utils.rng import rollout_seed
 
 
 class PolicyPasses(StrategyHooks):
@@ -113,7 +114,7 @@ class PolicyPasses(StrategyHooks):
     def sampling_generator(self, salt: int = 0) -> torch.Generator:
         """The generator of one rollout: a pure function of (seed, global step, rank, salt)."""
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(hash((self.sampling_seed_base(), int(self.global_step), int(self.global_rank), salt)) % (2**63))
+        gen.manual_seed(rollout_seed(self.sampling_seed_base(), self.global_step, self.global_rank, salt))
         return gen
 
     @torch.no_grad()

@@ -9,7 +9,9 @@ rollout queue is another subclass, and the module does not change.
 What a step may call on the module (all public on :class:`lit_reason.modules.GRPO`):
 ``hparams.num_generations``, ``generate(problems, generator=...)``, ``sampling_generator(salt)``,
 ``reward_fns``, ``compute_rewards(...)`` / ``old_policy_pass(...)`` / ``rewards_need_old_pass`` (to
-judge a group before training on it), ``tokenizer``, ``global_step``, ``global_rank`` and ``trainer``.
+judge a group before training on it), ``tokenizer``, ``global_step``, ``global_rank`` and ``trainer``;
+an asynchronous step also ``encode_prompts``, ``sampling_seed_base()``, ``sampling`` and ``policy``
+(whose weights it pushes to its sampler).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class RolloutStep:
     """Turns the data batch of a training step into a :class:`ScoredRollout`.
 
     Subclasses implement :meth:`__call__`; the hooks mirror Lightning's and run from the module's
-    own (``on_fit_start``: before anything trains; ``on_train_start``: the train loader exists).
+    own (``setup``: the trainer is attached, check settings here; ``on_fit_start``: before anything
+    trains; ``on_train_start``: the train loader exists; ``teardown``: release processes).
     ``state_dict`` entries are saved in the checkpoint's ``lit_reason`` section and handed back to
     :meth:`load_state_dict` on resume.
     """
@@ -56,10 +59,16 @@ class RolloutStep:
     def __call__(self, module: Any, batch: list[Any]) -> ScoredRollout:
         raise NotImplementedError
 
+    def setup(self, module: Any) -> None:
+        pass
+
     def on_fit_start(self, module: Any) -> None:
         pass
 
     def on_train_start(self, module: Any) -> None:
+        pass
+
+    def teardown(self, module: Any) -> None:
         pass
 
     def state_dict(self) -> dict[str, Any]:

@@ -36,3 +36,10 @@ def set_rng_states(states: dict[str, Any]) -> None:
     cuda = states.get("torch.cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def rollout_seed(base: int, step: int, rank: int, salt: int = 0) -> int:
+    """The seed of one rollout's sampling generator: a pure function of (seed, optimizer step, rank,
+    salt), so a resumed run, and a sampler in another process told the step, draw the same."""
+    # a tuple of ints hashes the same in every process (a str in it would not: PYTHONHASHSEED)
+    return hash((int(base), int(step), int(rank), int(salt))) % (2**63)
