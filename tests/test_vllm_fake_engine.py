@@ -7,6 +7,7 @@ and the sampler's RNG seeded once per (step, rank), the dtype, tensor parallelis
 from __future__ import annotations
 
 import os
+from unittest import mock
 import sys
 import types
 from types import SimpleNamespace
@@ -188,12 +189,13 @@ def test_local_rank_comes_from_the_trainers_device(monkeypatch):
     assert session.local_rank() == 3
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert VLLMSession(model, tok, VLLMOptions(), 64).local_rank() == 1
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 9)  # global rank 9 of 16: node 2
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 16)
-    vllm_engine._torchrun_env(session.local_rank())
-    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("9", "16", "3")
+    with mock.patch.dict(os.environ):  # what _torchrun_env sets must not outlive the test
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+            os.environ.pop(name, None)
+        vllm_engine._torchrun_env(session.local_rank())
+        assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("9", "16", "3")
 
 
 def test_zero3_is_refused_before_training_and_in_the_sync():

@@ -14,6 +14,7 @@ one-rank tests at the bottom (no vLLM) run everywhere.
 import contextlib
 import importlib.util
 import os
+from unittest import mock
 import signal
 import subprocess
 import sys
@@ -261,6 +262,8 @@ def test_trainer_process_group_survives_engine_teardown(one_rank_group, monkeypa
     dist.destroy_process_group()  # outside the block: untouched
     assert destroyed == [own, None]
     monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("LOCAL_RANK", "0")
-    _torchrun_env(0)
-    assert os.environ["RANK"] == "0" and os.environ["WORLD_SIZE"] == "1"
+    with mock.patch.dict(os.environ):  # what _torchrun_env sets must not outlive the test
+        _torchrun_env(0)
+        assert os.environ["RANK"] == "0" and os.environ["WORLD_SIZE"] == "1"
