@@ -135,6 +135,17 @@ def test_one_request_with_n_equal_to_the_group_per_unique_prompt(fake_vllm):
     assert torch.equal(out.completion_mask.sum(-1), torch.full((12,), 3))
 
 
+def test_greedy_asks_one_completion_per_prompt_and_copies_it_to_the_group(fake_vllm):
+    """vLLM refuses n > 1 without sampling (seen in the vLLM lane: validation with temperature 0);
+    greedy copies are identical anyway, so one is asked for and repeated."""
+    session, _, tok = session_and_engine(VLLMOptions(), {"n": 0})
+    engine = VLLMRolloutEngine(session, tok, SamplingConfig(max_new_tokens=8, temperature=0.0))
+    ids, mask = batch(tok, group=4)
+    out = engine.generate(ids, mask)
+    assert [p.n for _, p in session.llm.requests] == [1, 1, 1]
+    assert out.completion_ids[:, :2].tolist() == [[5 + r // 4, 5] for r in range(12)]
+
+
 def test_the_sampler_rng_is_seeded_once_per_step_and_rank_and_the_trainers_restored(fake_vllm):
     steps = {"n": 0}
     session, engine, tok = session_and_engine(VLLMOptions(), steps)

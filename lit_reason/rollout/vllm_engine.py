@@ -455,11 +455,12 @@ class VLLMRolloutEngine:
         if generator is not None:
             seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
         prompts = [{"prompt_token_ids": ids} for ids, _ in requests]
-        params = [self.sampling_params(None, n) for _, n in requests]
+        greedy = self.config.greedy  # vLLM refuses n > 1 without sampling: one request, its copies identical
+        params = [self.sampling_params(None, 1 if greedy else n) for _, n in requests]
         with seeded_process_rng(seed):
             outputs = self.session.llm.generate(prompts, params, use_tqdm=False)
         self.session.release()
-        completions = [c for out in outputs for c in out.outputs]
+        completions = [c for out, (_, n) in zip(outputs, requests) for c in (out.outputs * n if greedy else out.outputs)]
         if len(completions) != batch:
             raise RuntimeError(f"vLLM returned {len(completions)} completions for {batch} rows")
 
