@@ -28,9 +28,13 @@ model: $(STAMP)
 quickstart: $(STAMP) model   # QUICKSTART_ARGS="--baseline --seeds 0 1" adds the continued-SFT baseline, more seeds
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m lit_reason.app.quickstart $(QUICKSTART_ARGS)
 
+# The vLLM lane (its own venv: transformers pin; LIT_REASON_SKIP_VLLM=1 skips) runs beside the main
+# suite, one core each (the tests run single-threaded); its output follows the main suite's.
 test: $(STAMP) model
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
-	.ci/vllm_lane.sh  # the vLLM tests in their own venv (transformers pin); LIT_REASON_SKIP_VLLM=1 skips
+	@.ci/vllm_lane.sh > .vllm_lane.log 2>&1 & lane=$$!; \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest; main=$$?; \
+	wait $$lane; lane_rc=$$?; echo "---- vLLM lane (.vllm_lane.log) ----"; cat .vllm_lane.log; \
+	echo "main suite: exit $$main; vLLM lane: exit $$lane_rc"; [ $$main -eq 0 ] && [ $$lane_rc -eq 0 ]
 
 # The inner loop: the unit tests (no multi-process, CLI-subprocess, real-model or long learning tests)
 FAST := not slow and not integration and not real_model and not vllm and not cuda
