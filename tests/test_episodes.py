@@ -319,7 +319,7 @@ def test_an_environment_factory_class_runs_unchanged_its_methods_are_the_tools_a
     play_episodes([episode], ScriptedEngine(tok, [call, "done"]), tok, [TurnWrapper(tok, True)],
                   EpisodeOptions(max_turns=3), None, "cpu")
     assert episode.rewards == [None, 1.0] and "<|im_start|>tool\n3<|im_end|>" in tok.decode(episode.ids)
-    with pytest.raises(ValueError, match="factory='nowhere:Env'"):
+    with pytest.raises(ValueError, match="environment_args.factory 'nowhere:Env': no module 'nowhere'"):
         resolve_environment("trl")(problem(), factory="nowhere:Env")
 
 

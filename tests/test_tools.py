@@ -33,8 +33,10 @@ def test_a_type_hinted_function_becomes_the_schema_shown_to_the_model():
     assert tool.name == "lookup" and params["required"] == ["city"]
     assert params["properties"]["year"]["type"] == "integer" and params["properties"]["city"]["description"] == "the city's name"
     assert resolve_tool("tests.test_tools:lookup").name == "lookup"
-    with pytest.raises(ValueError, match="tool=.no_such_tool.: not found"):
+    with pytest.raises(ValueError, match="unknown tool 'no_such_tool': use one of"):
         resolve_tool("no_such_tool")
+    with pytest.raises(ValueError, match="unknown tool 'calculater': did you mean 'calculator'"):
+        resolve_tool("calculater")
     with pytest.raises(ValueError, match="type hint"):
         tool_from_function(lambda x: x)
 

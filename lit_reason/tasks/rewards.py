@@ -10,10 +10,7 @@ run in one line, or with ``on_reward_error: zero`` counts 0 for that completion 
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,6 +19,7 @@ import torch
 
 from lit_reason.tasks.answer import count_answer_blocks, extract_answer
 from lit_reason.tasks.reward_calls import RewardSource, RewardSources
+from lit_reason.utils.imports import import_path
 
 RewardFn = Callable[[Any, str, float], "float | None"]
 
@@ -41,34 +39,8 @@ REWARD_FUNCTIONS: dict[str, RewardFn] = {"correct": correctness, "format": answe
 
 def resolve_reward(name: str) -> RewardFn:
     """A registered name, or ``package.module:function`` / ``package.module.function`` for your own
-    (a module on PYTHONPATH, an installed package, or a file in the directory you run from).
-
-    An error raised while importing the module itself is shown as it is (it is the user's bug);
-    only a module or name that does not exist gets the list of built-in names."""
-    if name in REWARD_FUNCTIONS:
-        return REWARD_FUNCTIONS[name]
-    module_name, sep, attr = name.partition(":")
-    if not sep:
-        module_name, _, attr = name.rpartition(".")
-    hint = f"use one of {sorted(REWARD_FUNCTIONS)} or 'package.module:function'"
-    if not module_name or not attr:
-        import difflib
-
-        close = difflib.get_close_matches(name, REWARD_FUNCTIONS, n=1)
-        raise ValueError(f"unknown reward {name!r}: {f'did you mean {close[0]!r}? ' if close else ''}{hint}")
-    if os.getcwd() not in sys.path:  # `python script.py` would see the working directory; the console script does not
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name is None or not (module_name == err.name or module_name.startswith(err.name + ".")):  # a missing import INSIDE the user's module
-            raise ValueError(f"reward {name!r}: importing {module_name!r} failed: ModuleNotFoundError: {err}") from err
-        raise ValueError(f"unknown reward {name!r}: no module {err.name!r} (is it on PYTHONPATH?): {hint}") from err
-    except Exception as err:  # noqa: BLE001 - the user's module raised while importing: show that error
-        raise ValueError(f"reward {name!r}: importing {module_name!r} failed: {type(err).__name__}: {err}") from err
-    if not hasattr(module, attr):
-        raise ValueError(f"unknown reward {name!r}: module {module_name!r} has no {attr!r}: {hint}")
-    fn = getattr(module, attr)
+    (a module on PYTHONPATH, an installed package, or a file in the directory you run from)."""
+    fn = import_path(name, "reward", REWARD_FUNCTIONS)
     if not callable(fn):
         raise ValueError(f"reward {name!r} is not callable")
     return fn
