@@ -28,18 +28,21 @@ model: $(STAMP)
 quickstart: $(STAMP) model   # QUICKSTART_ARGS="--baseline --seeds 0 1" adds the continued-SFT baseline, more seeds
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/python -m lit_reason.app.quickstart $(QUICKSTART_ARGS)
 
-# The vLLM lane (its own venv: transformers pin; LIT_REASON_SKIP_VLLM=1 skips) runs beside the main
-# suite, one core each (the tests run single-threaded); its output follows the main suite's.
+# The main suite runs on $(WORKERS) pytest-xdist workers (one thread each; worksteal balances the
+# long integration tests); the vLLM lane (its own venv: transformers pin; LIT_REASON_SKIP_VLLM=1
+# skips) runs beside it, and its output follows the main suite's. WORKERS=0 runs in one process.
+WORKERS ?= 2
+XDIST = $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist worksteal)
 test: $(STAMP) model
 	@.ci/vllm_lane.sh > .vllm_lane.log 2>&1 & lane=$$!; \
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest; main=$$?; \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST); main=$$?; \
 	wait $$lane; lane_rc=$$?; echo "---- vLLM lane (.vllm_lane.log) ----"; cat .vllm_lane.log; \
 	echo "main suite: exit $$main; vLLM lane: exit $$lane_rc"; [ $$main -eq 0 ] && [ $$lane_rc -eq 0 ]
 
 # The inner loop: the unit tests (no multi-process, CLI-subprocess, real-model or long learning tests)
 FAST := not slow and not integration and not real_model and not vllm and not cuda
 test-fast: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "$(FAST)"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) -m "$(FAST)"
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=$(THREADS) $(BIN)/python benchmarks/rollout.py
