@@ -213,16 +213,16 @@ class Episodes(SampleNow):
             episode.error = f"{type(err).__name__}: {err}"
             return episode, self.wrapper(tok, uses_chat_template(tok, getattr(problem, "prompt", ""), fmt))
 
-    def sample(self, module: Any, problems: list[Any], salt: int = 0) -> ScoredRollout:
-        start = time.perf_counter()
-        rows = [p for p in problems for _ in range(module.hparams.num_generations)]
+    def play(self, module: Any, rows: list[Any], engine: Any, generator: torch.Generator | None
+             ) -> tuple[list[Episode], list[float], float]:
+        """One episode per row with ``engine`` (training's, or validation's): the played episodes, their
+        rewards (0 where the environment raised) and the sampling seconds."""
         started = [self.start(module, p) for p in rows]
         episodes, wrappers = [e for e, _ in started], [w for _, w in started]
         was_training = module.policy.training
         module.policy.eval()
         try:
-            seconds = play_episodes(episodes, module.engine, module.tokenizer, wrappers, self.options,
-                                    module.sampling_generator(salt=salt), module.device)
+            seconds = play_episodes(episodes, engine, module.tokenizer, wrappers, self.options, generator, module.device)
         finally:
             module.policy.train(was_training)
         failed = [e.error for e in episodes if e.error is not None]
@@ -232,6 +232,12 @@ class Episodes(SampleNow):
             module._warn_once("episode_error", f"an environment raised ({failed[0]}); that episode scores 0 "
                                                "(counted in episodes/failed)")
         rewards = [0.0 if e.error else episode_reward(e.rewards, self.options.reward) for e in episodes]
+        return episodes, rewards, seconds
+
+    def sample(self, module: Any, problems: list[Any], salt: int = 0) -> ScoredRollout:
+        start = time.perf_counter()
+        rows = [p for p in problems for _ in range(module.hparams.num_generations)]
+        episodes, rewards, seconds = self.play(module, rows, module.engine, module.sampling_generator(salt=salt))
         rollout = episode_rollout(episodes, module.tokenizer.pad_token_id, seconds, module.device)
         rollout.seconds = max(seconds, time.perf_counter() - start)
         scored = score_sources(module.reward_fns, rows, rollout.texts, rewards)
