@@ -20,6 +20,7 @@ every episode failed stops the run.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -192,7 +193,8 @@ class Episodes(SampleNow):
         self.options = options
         maker = resolve_environment(options.environment)
         args = dict(options.environment_args or {})
-        self.make_env: Callable[[Any], Any] = lambda problem: maker(problem, **args)
+        # a partial, not a lambda: the step is pickled with the module (ddp_spawn, checkpoints)
+        self.make_env: Callable[[Any], Any] = functools.partial(maker, **args)
         self._wrappers: dict[bool, TurnWrapper] = {}
 
     def wrapper(self, tokenizer: Any, templated: bool) -> TurnWrapper:
