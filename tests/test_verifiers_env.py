@@ -149,3 +149,21 @@ def test_grpo_trains_on_a_verifiers_taskset_single_turn_and_as_episodes(episodes
         assert out["scores"] == [p.score(t) for p, t in zip(out["problems"], out["rollout"].texts)]
     else:
         assert "episodes/turns_mean" in trainer.callback_metrics and out["rollout"].context_mask.sum() > 0
+
+
+def test_the_docs_yaml_trains_one_step_through_the_cli(tmp_path, monkeypatch):
+    """docs/episodes.md's verifiers YAML, with this file's taskset in place of my_package's."""
+    import re
+    from pathlib import Path
+
+    from lit_reason.app.cli import main
+
+    doc = (Path(__file__).parent.parent / "docs" / "episodes.md").read_text()
+    block = re.search(r"```yaml\n(data:\n  class_path: VerifiersDataModule.*?)```", doc, re.S).group(1)
+    config = tmp_path / "verifiers.yaml"
+    config.write_text(block.replace("my_package.tasks:SumTaskset", TASKSET))
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(config), "--trainer.max_steps=1", "--trainer.logger=false",
+          "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+          "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=1", "--trainer.enable_model_summary=false",
+          f"--trainer.default_root_dir={tmp_path}"])
