@@ -179,21 +179,14 @@ class VerifiersEnvironment(ToolUse):
 
     def step(self, assistant_text: str) -> Observation:
         calls = parse_tool_calls(assistant_text) if self.registry.tools else []
-        readable = [(f"call_{len(self.trace.nodes)}_{i}", c) for i, c in enumerate(calls) if c.error is None]
+        ids = [f"call_{len(self.trace.nodes)}_{i}" for i in range(len(calls))]  # the readable calls go on the trace
         append_message(self.trace, {"role": "assistant", "content": assistant_text, "tool_calls": [
-            {"id": cid, "name": c.name, "arguments": json.dumps(c.arguments)} for cid, c in readable] or None}, sampled=True)
-        results = []
-        for call in calls:
-            self.calls += 1
-            if call.error is not None:
-                self.malformed_calls += 1
-                results.append(f"error: {call.error}")
-            else:
-                results.append(self.registry.call(call.name, call.arguments))
-        ids = iter(cid for cid, _ in readable)
-        for call, result in zip(calls, results):
+            {"id": cid, "name": c.name, "arguments": json.dumps(c.arguments)} for cid, c in zip(ids, calls)
+            if c.error is None] or None}, sampled=True)
+        results = self.answer_calls(calls)
+        for cid, call, result in zip(ids, calls, results):
             if call.error is None:
-                append_message(self.trace, {"role": "tool", "tool_call_id": next(ids), "name": call.name, "content": result})
+                append_message(self.trace, {"role": "tool", "tool_call_id": cid, "name": call.name, "content": result})
         done = not calls or self.stopped()
         return Observation([] if done else [{"role": self.tool_role, "content": r} for r in results],
                            reward=self.problem.reward(self.trace), done=done)
