@@ -14,7 +14,7 @@ from lit_reason.modules import GRPO  # noqa: E402
 from lit_reason.rollout_step.episodes import Episode, EpisodeOptions, play_episodes  # noqa: E402
 from lit_reason.tasks.environment import resolve_environment  # noqa: E402
 from lit_reason.tasks.turns import TurnWrapper  # noqa: E402
-from lit_reason.tasks.verifiers_env import VerifiersProblem, check_task, load_taskset, taskset_problems  # noqa: E402
+from lit_reason.tasks.verifiers_env import VerifiersProblem, load_taskset, taskset_problems  # noqa: E402
 from tests.test_episodes import ScriptedEngine  # noqa: E402
 
 TASKSET = "tests.test_verifiers_env:SumTaskset"
@@ -80,10 +80,27 @@ class SyncReward(SumTask):
         return 1.0
 
 
-def test_a_plain_def_reward_is_one_line_before_training():
-    with pytest.raises(ValueError, match="'plain' must be 'async def'") as err:
-        check_task(SyncReward(SumData(prompt="x")))
+class SandboxReward(SumTask):
+    @vf.reward
+    async def tests_pass(self, trace, runtime) -> float:
+        return 1.0
+
+
+@pytest.mark.parametrize("task,message", [
+    (SyncReward(SumData(prompt="x")), "'plain' must be 'async def'"),
+    (SandboxReward(SumData(prompt="x")), "'tests_pass' needs a runtime"),
+    (SumTask(SumData(prompt="x"), vf.TaskConfig(judges=[vf.JudgeConfig(id="reference")])), "judges \\(1\\) call a model"),
+    (SumTask(SumData(prompt=None)), "has no prompt"),
+])
+def test_what_cannot_run_here_is_one_line_before_training(task, message):
+    with pytest.raises(ValueError, match=message) as err:
+        VerifiersProblem(task)
     assert "\n" not in str(err.value)
+
+
+def test_summed_turn_rewards_are_refused_for_verifiers_episodes():
+    with pytest.raises(ValueError, match="use reward: last"):
+        GRPO(model="tiny", num_generations=2, episodes={"environment": "verifiers", "reward": "sum"})
 
 
 def play(problem, turns, max_turns=4):

@@ -67,6 +67,9 @@ class EpisodeOptions:
             return f"model.episodes.max_episode_tokens must be >= 1, got {self.max_episode_tokens}"
         if self.reward not in EPISODE_REWARDS:
             return f"model.episodes.reward={self.reward!r}: choose one of {EPISODE_REWARDS}"
+        if self.environment == "verifiers" and self.reward == "sum":  # lit_reason.tasks.verifiers_env
+            return ("model.episodes.reward=sum with environment: verifiers would add up the task's score of the trace "
+                    "at every turn: use reward: last")
         return None
 
 

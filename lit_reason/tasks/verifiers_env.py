@@ -52,13 +52,22 @@ def run_async(coroutine: Any) -> Any:
 
 
 def check_task(task: Any) -> None:
-    """One line before training for what verifiers 0.4 would fail on later: its scorer awaits
-    every ``@vf.reward`` / ``@vf.metric`` function, so a plain ``def`` one raises when scored."""
+    """One line before training for what would fail or score 0 silently later: verifiers 0.4
+    awaits every ``@vf.reward`` / ``@vf.metric`` function (a plain ``def`` one raises when scored);
+    a reward that needs a runtime (a sandbox) is skipped without one; judges call a model."""
+    name = type(task).__name__
     for kind in ("reward", "metric"):
         for fn in task.hooks(kind):
             if not inspect.iscoroutinefunction(fn):
-                raise ValueError(f"verifiers task {type(task).__name__}: @vf.{kind} {fn.__name__!r} must be "
-                                 f"'async def' (verifiers 0.4 awaits every {kind} function)")
+                raise ValueError(f"verifiers task {name}: @vf.{kind} {fn.__name__!r} must be 'async def' (verifiers 0.4 "
+                                 f"awaits every {kind} function)")
+            runtime = inspect.signature(fn).parameters.get("runtime")
+            if kind == "reward" and runtime is not None and runtime.default is inspect.Parameter.empty:
+                raise ValueError(f"verifiers task {name}: @vf.reward {fn.__name__!r} needs a runtime (a sandbox), which "
+                                 "lit-reason does not start: it would be skipped and score 0; give runtime a default")
+    if task.config.judges:
+        raise ValueError(f"verifiers task {name}: judges ({len(task.config.judges)}) call a model client, which is not "
+                         "run here: score with @vf.reward functions")
 
 
 def task_messages(task: Any) -> list[dict[str, str]]:
