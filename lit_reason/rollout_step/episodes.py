@@ -44,8 +44,9 @@ class EpisodeOptions:
 
     Args:
         environment: ``single_turn`` | ``retry`` | ``tools`` | ``trl`` (a reference-trainer
-            ``environment_factory`` class, ``environment_args: {factory: package.module:Class}``) or
-            ``package.module:Class`` (called as ``Class(problem, **environment_args)``).
+            ``environment_factory`` class, ``environment_args: {factory: package.module:Class}``) |
+            ``verifiers`` (the tasks of ``data: VerifiersDataModule``) or ``package.module:Class``
+            (called as ``Class(problem, **environment_args)``).
         environment_args: keyword arguments of the environment (e.g. ``{attempts: 3}`` for retry).
         max_turns: assistant turns per episode at most (each samples up to ``max_new_tokens``).
         max_episode_tokens: tokens after the prompt (sampled + environment) at most.
