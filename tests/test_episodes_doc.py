@@ -60,7 +60,7 @@ def test_the_docs_yaml_builds_a_module_and_its_environment_class_plays_episodes(
     from lit_reason.rollout_step.episodes import Episodes
     from lit_reason.tasks.problem import TextProblem
 
-    (config,) = blocks("yaml")
+    config = blocks("yaml")[0]  # the first: the episodes example (the verifiers one: tests/test_verifiers_env.py)
     module = GRPO(**{**yaml.safe_load(config)["model"]["init_args"], "num_generations": 2})
     assert isinstance(module.rollout_step, Episodes) and module.rollout_step.options.max_episode_tokens == 256
     games = types.ModuleType("my_package.games")

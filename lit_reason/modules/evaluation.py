@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
+from lit_reason.modules.episode_evaluation import evaluate_episodes
 from lit_reason.modules.policy_passes import PolicyPasses
+from lit_reason.rollout_step.episodes import Episodes
 from lit_reason.tasks.metrics import GroupedAccuracy, problem_groups
 
 
@@ -23,6 +25,9 @@ class Evaluation(PolicyPasses):
             self.val_accuracy_by_group = GroupedAccuracy(groups)
 
     def _evaluate(self, batch: list[Any], prefix: str) -> dict[str, Any]:
+        step = getattr(self, "rollout_step", None)
+        if isinstance(step, Episodes):  # model.episodes: validate on the same episodes
+            return evaluate_episodes(self, step, batch, prefix)
         k = self.hparams.val_num_samples
         generator = self.sampling_generator(salt=1) if self.val_sampling.temperature > 0 else None
         rollout = self.generate(batch, engine=self.val_engine, repeats=k, generator=generator)

@@ -20,6 +20,7 @@ every episode failed stops the run.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,8 +44,9 @@ class EpisodeOptions:
 
     Args:
         environment: ``single_turn`` | ``retry`` | ``tools`` | ``trl`` (a reference-trainer
-            ``environment_factory`` class, ``environment_args: {factory: package.module:Class}``) or
-            ``package.module:Class`` (called as ``Class(problem, **environment_args)``).
+            ``environment_factory`` class, ``environment_args: {factory: package.module:Class}``) |
+            ``verifiers`` (the tasks of ``data: VerifiersDataModule``) or ``package.module:Class``
+            (called as ``Class(problem, **environment_args)``).
         environment_args: keyword arguments of the environment (e.g. ``{attempts: 3}`` for retry).
         max_turns: assistant turns per episode at most (each samples up to ``max_new_tokens``).
         max_episode_tokens: tokens after the prompt (sampled + environment) at most.
@@ -66,6 +68,9 @@ class EpisodeOptions:
             return f"model.episodes.max_episode_tokens must be >= 1, got {self.max_episode_tokens}"
         if self.reward not in EPISODE_REWARDS:
             return f"model.episodes.reward={self.reward!r}: choose one of {EPISODE_REWARDS}"
+        if self.environment == "verifiers" and self.reward == "sum":  # lit_reason.tasks.verifiers_env
+            return ("model.episodes.reward=sum with environment: verifiers would add up the task's score of the trace "
+                    "at every turn: use reward: last")
         return None
 
 
@@ -192,7 +197,8 @@ class Episodes(SampleNow):
         self.options = options
         maker = resolve_environment(options.environment)
         args = dict(options.environment_args or {})
-        self.make_env: Callable[[Any], Any] = lambda problem: maker(problem, **args)
+        # a partial, not a lambda: the step is pickled with the module (ddp_spawn, checkpoints)
+        self.make_env: Callable[[Any], Any] = functools.partial(maker, **args)
         self._wrappers: dict[bool, TurnWrapper] = {}
 
     def wrapper(self, tokenizer: Any, templated: bool) -> TurnWrapper:
@@ -213,16 +219,16 @@ class Episodes(SampleNow):
             episode.error = f"{type(err).__name__}: {err}"
             return episode, self.wrapper(tok, uses_chat_template(tok, getattr(problem, "prompt", ""), fmt))
 
-    def sample(self, module: Any, problems: list[Any], salt: int = 0) -> ScoredRollout:
-        start = time.perf_counter()
-        rows = [p for p in problems for _ in range(module.hparams.num_generations)]
+    def play(self, module: Any, rows: list[Any], engine: Any, generator: torch.Generator | None
+             ) -> tuple[list[Episode], list[float], float]:
+        """One episode per row with ``engine`` (training's, or validation's): the played episodes, their
+        rewards (0 where the environment raised) and the sampling seconds."""
         started = [self.start(module, p) for p in rows]
         episodes, wrappers = [e for e, _ in started], [w for _, w in started]
         was_training = module.policy.training
         module.policy.eval()
         try:
-            seconds = play_episodes(episodes, module.engine, module.tokenizer, wrappers, self.options,
-                                    module.sampling_generator(salt=salt), module.device)
+            seconds = play_episodes(episodes, engine, module.tokenizer, wrappers, self.options, generator, module.device)
         finally:
             module.policy.train(was_training)
         failed = [e.error for e in episodes if e.error is not None]
@@ -232,6 +238,12 @@ class Episodes(SampleNow):
             module._warn_once("episode_error", f"an environment raised ({failed[0]}); that episode scores 0 "
                                                "(counted in episodes/failed)")
         rewards = [0.0 if e.error else episode_reward(e.rewards, self.options.reward) for e in episodes]
+        return episodes, rewards, seconds
+
+    def sample(self, module: Any, problems: list[Any], salt: int = 0) -> ScoredRollout:
+        start = time.perf_counter()
+        rows = [p for p in problems for _ in range(module.hparams.num_generations)]
+        episodes, rewards, seconds = self.play(module, rows, module.engine, module.sampling_generator(salt=salt))
         rollout = episode_rollout(episodes, module.tokenizer.pad_token_id, seconds, module.device)
         rollout.seconds = max(seconds, time.perf_counter() - start)
         scored = score_sources(module.reward_fns, rows, rollout.texts, rewards)

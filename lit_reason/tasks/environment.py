@@ -110,6 +110,7 @@ ENVIRONMENTS: dict[str, str] = {
     "retry": "lit_reason.tasks.environment:Retry",
     "tools": "lit_reason.tasks.tools.environment:ToolUse",
     "trl": "lit_reason.tasks.tools.trl_environment:TRLEnvironment",
+    "verifiers": "lit_reason.tasks.verifiers_env:VerifiersEnvironment",
 }
 
 

@@ -39,6 +39,10 @@ class ToolUse:
         calls = parse_tool_calls(assistant_text)
         if not calls:
             return Observation(reward=self.final_reward(assistant_text), done=True)
+        return Observation([{"role": self.tool_role, "content": r} for r in self.answer_calls(calls)])
+
+    def answer_calls(self, calls: list[Any]) -> list[str]:
+        """Each call's result as text (a malformed one's reason), counted."""
         results = []
         for call in calls:
             self.calls += 1
@@ -47,7 +51,7 @@ class ToolUse:
                 results.append(f"error: {call.error}")
             else:
                 results.append(self.registry.call(call.name, call.arguments))
-        return Observation([{"role": self.tool_role, "content": r} for r in results])
+        return results
 
     def final_reward(self, answer: str) -> float:
         return safe_score(self.problem.score, answer)
