@@ -186,44 +186,36 @@ SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "job", "SLURM_NTASKS": "1
 
 
 @pytest.mark.integration
-def test_under_a_faked_slurm_sigusr1_saves_and_requeues_and_the_script_resumes_the_newest(tmp_path):
+def test_under_a_faked_slurm_sigusr1_saves_requeues_and_the_script_resumes_the_newest(tmp_path):
     """No cluster: SLURM's variables, and a stand-in ``scontrol`` first on PATH that records its
-    arguments. SIGUSR1 (``--signal=SIGUSR1@90``) saves ``hpc_ckpt_1.ckpt`` and runs
-    ``scontrol requeue 4242``; SLURM's SIGTERM then saves ``last.ckpt`` (exit 143);
-    configs/scale/slurm_example.sh, run on that directory, resumes from the newer of the two."""
+    arguments. SIGUSR1 (``--signal=SIGUSR1@90``) saves ``last.ckpt`` after the current step, runs
+    ``scontrol requeue 4242`` and exits 143 (Lightning's handler saved ``hpc_ckpt_1.ckpt`` from
+    inside the signal handler, mid-step); configs/scale/slurm_example.sh, run on that directory
+    beside an older ``hpc_ckpt_1.ckpt``, resumes from ``last.ckpt``, the newest."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol.calls\n')
-    (bin_dir / "scontrol").chmod(0o755)
+    (bin_dir / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')  # prints the command it was given
+    for tool in ("scontrol", "srun"):
+        (bin_dir / tool).chmod(0o755)
     env = {**SLURM_JOB, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     proc = _cli(tmp_path, "--trainer.max_steps=200", env=env)
     deadline = time.time() + 240
     while len(_steps(tmp_path)) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGUSR1)
-    calls = tmp_path / "scontrol.calls"
-    while not calls.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    requeued_at = torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=False)["global_step"]
-    assert calls.read_text().split("\n") == ["requeue 4242", ""]
-    steps_before = len(_steps(tmp_path))
-    while len(_steps(tmp_path)) < steps_before + 1 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)  # the job keeps training until SLURM stops it
-    proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
+    assert (tmp_path / "scontrol.calls").read_text() == "requeue 4242\n"
     saved_at = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
-    assert saved_at > requeued_at
+    assert _steps(tmp_path)[-1] == saved_at and not list(tmp_path.glob("hpc_ckpt_*.ckpt"))
+    last_line = [x for x in err.splitlines() if x.strip()][-1]
+    assert last_line == (f"error: preempted by SIGUSR1 at step {saved_at}: saved {tmp_path}/checkpoints/last.ckpt; "
+                         "requeued SLURM job 4242, which resumes with --ckpt_path last "
+                         "(configs/scale/slurm_example.sh) (exit code 143)")
 
-    bin_dir.joinpath("srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
-    bin_dir.joinpath("srun").chmod(0o755)
-    os.utime(tmp_path / "hpc_ckpt_1.ckpt", (time.time() - 60,) * 2)  # mtimes a second apart at least
+    _touch(tmp_path / "hpc_ckpt_1.ckpt", time.time() - 60)  # an older run's Lightning hpc checkpoint
     script = subprocess.run(["bash", str(REPO / "configs/scale/slurm_example.sh")], cwd=tmp_path, capture_output=True,
                             text=True, timeout=30, env={**os.environ, **env, "RUN_DIR": str(tmp_path)})
     args = script.stdout.split("\n")
     assert args[args.index("--ckpt_path") + 1] == f"{tmp_path}/checkpoints/last.ckpt", script.stderr
-    os.utime(tmp_path / "hpc_ckpt_1.ckpt", None)  # an hpc checkpoint written after it wins
-    script = subprocess.run(["bash", str(REPO / "configs/scale/slurm_example.sh")], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=30, env={**os.environ, **env, "RUN_DIR": str(tmp_path)})
-    args = script.stdout.split("\n")
-    assert args[args.index("--ckpt_path") + 1] == f"{tmp_path}/hpc_ckpt_1.ckpt"
