@@ -1,7 +1,7 @@
 """Worker for tests/test_fsdp.py: a 4-step GRPO fit on the fixed rollouts of tests/test_ddp.py.
 
     python tests/fsdp_grpo_worker.py MODE OUT_DIR     # MODE: single | fsdp2 | fsdp1 | fsdp2_resume | fsdp1_resume
-                                                      #       | fsdp2_kill | fsdp2_kill_plain
+                                                      #       | fsdp2_kill | fsdp1_kill | fsdp2_kill_plain
 
 ``single`` trains on the whole rollout in one process; ``fsdp2`` (ModelParallelStrategy, GRPO's
 own configure_model shards) and ``fsdp1`` (FSDPStrategy forced onto CPU, as configs/scale/fsdp.yaml
@@ -112,10 +112,11 @@ def main(mode: str, out: str) -> None:
 
 
 def kill_during_second_save(mode: str, out: str, trainer, module, data) -> None:
-    """``*_kill``: fit 2 steps, save ``last.ckpt`` (sharded), write the gathered parameters it holds
-    to ``OUT_DIR/saved.pt``, move every weight, save ``last.ckpt`` again and kill both ranks
-    (SIGKILL to the process group) in the middle of that save: rank 1's shard file half written.
-    ``*_plain`` saves with Lightning's own in-place writer instead of the atomic one."""
+    """``*_kill``: fit 2 steps, save ``last.ckpt`` (sharded) and copy it to ``OUT_DIR/first.ckpt``,
+    move every weight, save ``last.ckpt`` again and kill both ranks (SIGKILL to the process group)
+    in the middle of that save: rank 1's shard file half written. ``*_plain`` saves with
+    Lightning's own in-place writer instead of the atomic one."""
+    import shutil
     import signal
 
     import lightning.fabric.strategies.fsdp as fabric_fsdp
@@ -129,10 +130,9 @@ def kill_during_second_save(mode: str, out: str, trainer, module, data) -> None:
         make_sharded_saves_atomic(trainer.strategy)  # what lit-reason fit installs
     checkpoint = os.path.join(out, "last.ckpt")
     trainer.save_checkpoint(checkpoint)
-    saved = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
-             for n, p in module.named_parameters()}
     if trainer.is_global_zero:
-        torch.save({"weights": saved, "global_step": trainer.global_step}, os.path.join(out, "saved.pt"))
+        shutil.copytree(checkpoint, os.path.join(out, "first.ckpt"))
+    trainer.strategy.barrier()
     with torch.no_grad():
         for p in module.parameters():
             p.add_(1.0)

@@ -1,10 +1,10 @@
 """Sharded checkpoints are staged and swapped into place (lit_reason.strategies.atomic_sharded_save):
 a kill in the middle of a save leaves the previous checkpoint complete and loadable.
 
-The 2-rank test kills both FSDP2 ranks (SIGKILL to the process group) while the second save of
+The 2-rank tests kill both FSDP2 (or FSDP1, sharded) ranks (SIGKILL to the process group) while the second save of
 ``last.ckpt`` is being written, one rank's shard half written (tests/fsdp_grpo_worker.py
-``fsdp2_kill``), then reads ``last.ckpt`` back with torch.distributed.checkpoint: every shard must
-read and hold the weights of the first save. The swap itself is tested here at each step with a
+``fsdp2_kill``, ``fsdp1_kill``), then read ``last.ckpt`` back with torch.distributed.checkpoint: every shard must
+read and hold what the first save wrote (a copy of it). The swap itself is tested here at each step with a
 failure injected (a kill at that instant leaves the same files).
 """
 
@@ -28,17 +28,17 @@ def read_sharded(path) -> dict:
 
 
 @pytest.mark.integration
-def test_a_kill_in_the_middle_of_a_sharded_save_leaves_the_previous_checkpoint(tmp_path):
+@pytest.mark.parametrize("strategy", ["fsdp2", "fsdp1"])
+def test_a_kill_in_the_middle_of_a_sharded_save_leaves_the_previous_checkpoint(tmp_path, strategy):
     from tests.test_fsdp import run_worker
 
-    run_worker("fsdp2_kill", tmp_path, returncode=-signal.SIGKILL)
-    saved = torch.load(tmp_path / "saved.pt", weights_only=False)
-    loaded = read_sharded(tmp_path / "last.ckpt")
-    assert saved["global_step"] == 2
-    assert set(saved["weights"]) <= set(loaded["state_dict"])
-    for name, tensor in saved["weights"].items():
-        assert torch.equal(loaded["state_dict"][name], tensor), name  # the first save's, not moved by +1
-    assert set(loaded) >= {"state_dict", "optimizer_0"}
+    run_worker(f"{strategy}_kill", tmp_path, returncode=-signal.SIGKILL)
+    loaded, first = read_sharded(tmp_path / "last.ckpt"), read_sharded(tmp_path / "first.ckpt")
+    weights = loaded["model" if strategy == "fsdp1" else "state_dict"]
+    assert set(weights) == set(first["model" if strategy == "fsdp1" else "state_dict"]) and len(weights) > 10
+    for name, tensor in weights.items():  # the first save's, not the weights moved by +1
+        assert torch.equal(tensor, first["model" if strategy == "fsdp1" else "state_dict"][name]), name
+    assert "optimizer_0" in loaded
     assert torch.load(tmp_path / "last.ckpt" / "meta.pt", weights_only=False)["global_step"] == 2
     leftovers = [p for p in os.listdir(tmp_path) if p.startswith(".last.ckpt.tmp-")]
     assert len(leftovers) == 1  # the interrupted save's staging directory, removed by the next save
