@@ -144,7 +144,7 @@ class Intuitor(GRPO):
         weighted source abstained, or a dynamic-sampling padding row, which the step sets to NaN)
         keeps the row out of every source's group and batch statistics, as GRPO's summed reward does."""
         left_out = torch.isnan(rewards)
-        sources = {name: old[SOURCE_PREFIX + name].masked_fill(left_out.to(old[SOURCE_PREFIX + name].device), float("nan"))
-                   for name in self.source_weights}
+        sources = {name: old[SOURCE_PREFIX + name] for name in self.source_weights}
+        sources = {name: r.masked_fill(left_out.to(r.device), float("nan")) for name, r in sources.items()}
         return summed_group_advantages(sources, self.source_weights, self.hparams.num_generations,
                                        self.hparams.scale_rewards, self.hparams.advantage_estimator)
