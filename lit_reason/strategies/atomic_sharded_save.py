@@ -1,9 +1,9 @@
 """Sharded checkpoints (FSDP1 ``state_dict_type: sharded``, FSDP2, DeepSpeed) written atomically.
 
 These strategies write a checkpoint *directory* themselves (a shard file per rank plus metadata),
-not through the CheckpointIO plugin, and they write it in place: ``last.ckpt/`` is emptied of
-nothing and overwritten shard by shard, so a kill during a save leaves a directory mixing two
-steps, or truncated shards. :func:`make_sharded_saves_atomic` wraps a strategy's
+not through the CheckpointIO plugin, and they write it in place: the new shards overwrite the
+old ones in ``last.ckpt/`` one by one, so a kill during a save leaves a directory mixing two
+steps, or a truncated shard (unreadable). :func:`make_sharded_saves_atomic` wraps a strategy's
 ``save_checkpoint`` so that every rank writes into a temporary sibling directory
 (``.last.ckpt.tmp-<token>``) in the target directory, fsyncs what it wrote, and only when every
 rank is done rank 0 puts it into place:
@@ -119,8 +119,7 @@ def restore_interrupted_swaps(directory: str) -> list[str]:
 
 def writes_sharded(strategy: Any) -> bool:
     """Whether ``strategy.save_checkpoint`` writes a directory itself (not through the CheckpointIO)."""
-    name = type(strategy).__mro__
-    kinds = {cls.__name__ for cls in name}
+    kinds = {cls.__name__ for cls in type(strategy).__mro__}  # by name: DeepSpeed may not be installed
     if "FSDPStrategy" in kinds:
         return getattr(strategy, "_state_dict_type", "full") == "sharded"
     if "ModelParallelStrategy" in kinds:
