@@ -118,6 +118,10 @@ def test_which_strategies_are_wrapped():
     strategy = make_sharded_saves_atomic(ModelParallelStrategy())
     wrapped = strategy.save_checkpoint
     assert make_sharded_saves_atomic(strategy).save_checkpoint is wrapped  # once
+    import pickle
+
+    ddp = make_sharded_saves_atomic(DDPStrategy())  # untouched: ddp_spawn pickles its strategy
+    assert not hasattr(ddp.save_checkpoint, "_atomic_sharded") and pickle.loads(pickle.dumps(ddp))
 
 
 def test_the_cli_wraps_the_trainers_strategy(tmp_path):

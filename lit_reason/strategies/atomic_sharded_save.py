@@ -117,9 +117,16 @@ def restore_interrupted_swaps(directory: str) -> list[str]:
     return restored
 
 
+_DIRECTORY_WRITERS = {"FSDPStrategy", "ModelParallelStrategy", "DeepSpeedStrategy"}
+
+
+def _kinds(strategy: Any) -> set[str]:
+    return {cls.__name__ for cls in type(strategy).__mro__}  # by name: DeepSpeed may not be installed
+
+
 def writes_sharded(strategy: Any) -> bool:
     """Whether ``strategy.save_checkpoint`` writes a directory itself (not through the CheckpointIO)."""
-    kinds = {cls.__name__ for cls in type(strategy).__mro__}  # by name: DeepSpeed may not be installed
+    kinds = _kinds(strategy)
     if "FSDPStrategy" in kinds:
         return getattr(strategy, "_state_dict_type", "full") == "sharded"
     if "ModelParallelStrategy" in kinds:
@@ -129,8 +136,9 @@ def writes_sharded(strategy: Any) -> bool:
 
 def make_sharded_saves_atomic(strategy: Any) -> Any:
     """Wrap ``strategy.save_checkpoint`` (once) so a sharded save is staged and swapped into place
-    (module docstring). Other strategies, and remote ``scheme://`` paths, are left as they are."""
-    if getattr(strategy.save_checkpoint, "_atomic_sharded", False):
+    (module docstring). Other strategies (DDP's launcher may pickle the strategy to spawn its
+    ranks), and remote ``scheme://`` paths, are left as they are."""
+    if not _kinds(strategy) & _DIRECTORY_WRITERS or getattr(strategy.save_checkpoint, "_atomic_sharded", False):
         return strategy
     save = strategy.save_checkpoint
 
