@@ -1,6 +1,7 @@
 """Worker for tests/test_fsdp.py: a 4-step GRPO fit on the fixed rollouts of tests/test_ddp.py.
 
     python tests/fsdp_grpo_worker.py MODE OUT_DIR     # MODE: single | fsdp2 | fsdp1 | fsdp2_resume | fsdp1_resume
+                                                      #       | fsdp2_kill | fsdp1_kill | fsdp2_kill_plain
 
 ``single`` trains on the whole rollout in one process; ``fsdp2`` (ModelParallelStrategy, GRPO's
 own configure_model shards) and ``fsdp1`` (FSDPStrategy forced onto CPU, as configs/scale/fsdp.yaml
@@ -65,6 +66,8 @@ def main(mode: str, out: str) -> None:
     # torch 2.13): its export is not tested here
     callbacks = [] if mode.startswith("fsdp1") else [export]
     start = time.perf_counter()
+    if "_kill" in mode:
+        return kill_during_second_save(mode, out, make_trainer(STEPS // 2), module, Prompts(batch_size=PROMPTS // devices))
     if mode.endswith("_resume"):  # stop after the first rollout; a module from another seed resumes
         first = make_trainer(STEPS // 2)
         first.fit(module, Prompts(batch_size=PROMPTS // devices))
@@ -106,6 +109,46 @@ def main(mode: str, out: str) -> None:
         exported = AutoModelForCausalLM.from_pretrained(export.saved_to, dtype=torch.float32)
         result["exported"] = {n: p.detach() for n, p in exported.named_parameters()}
     torch.save(result, os.path.join(out, f"rank{trainer.global_rank}.pt"))
+
+
+def kill_during_second_save(mode: str, out: str, trainer, module, data) -> None:
+    """``*_kill``: fit 2 steps, save ``last.ckpt`` (sharded) and copy it to ``OUT_DIR/first.ckpt``,
+    move every weight, save ``last.ckpt`` again and kill both ranks (SIGKILL to the process group)
+    in the middle of that save: rank 1's shard file half written. ``*_plain`` saves with
+    Lightning's own in-place writer instead of the atomic one."""
+    import shutil
+    import signal
+
+    import lightning.fabric.strategies.fsdp as fabric_fsdp
+    import lightning.pytorch.strategies.fsdp as pl_fsdp
+    import lightning.pytorch.strategies.model_parallel as pl_model_parallel
+
+    from lit_reason.strategies.atomic_sharded_save import make_sharded_saves_atomic
+
+    trainer.fit(module, data)
+    if not mode.endswith("_plain"):
+        make_sharded_saves_atomic(trainer.strategy)  # what lit-reason fit installs
+    checkpoint = os.path.join(out, "last.ckpt")
+    trainer.save_checkpoint(checkpoint)
+    if trainer.is_global_zero:
+        shutil.copytree(checkpoint, os.path.join(out, "first.ckpt"))
+    trainer.strategy.barrier()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(1.0)
+    save = fabric_fsdp._distributed_checkpoint_save
+
+    def killed_mid_write(state, path):
+        save(state, path)  # every rank's shard written (the call ends with a collective)
+        if trainer.global_rank == 1:
+            shard = sorted(p for p in os.listdir(path) if p.endswith(".distcp"))[1]
+            with open(os.path.join(path, shard), "r+b") as f:
+                f.truncate(os.path.getsize(os.path.join(path, shard)) // 2)  # as a kill mid-write leaves it
+            os.killpg(os.getpgid(0), signal.SIGKILL)  # both ranks at once, as a node failure
+        time.sleep(30)  # rank 0 waits for the kill
+
+    pl_fsdp._distributed_checkpoint_save = pl_model_parallel._distributed_checkpoint_save = killed_mid_write
+    trainer.save_checkpoint(checkpoint)
 
 
 if __name__ == "__main__":

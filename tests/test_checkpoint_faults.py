@@ -186,13 +186,66 @@ def test_foreign_lightning_checkpoint_other_class_and_nonfinite_weights(tmp_path
     torch.save(other, tmp_path / "intuitor.ckpt")
     with pytest.raises(BadCheckpoint, match="was written by Intuitor, the config trains GRPO"):
         check_ckpt_file(str(tmp_path / "intuitor.ckpt"), grpo)
-    nan = {**saved, "state_dict": {k: v.clone() for k, v in saved["state_dict"].items()}}
+    # written without checksums (before they existed, or by another writer): ours refuses non-finite weights
+    nan = {**{k: v for k, v in saved.items() if k != checkpoint_io.CHECKSUMS_KEY},
+           "state_dict": {k: v.clone() for k, v in saved["state_dict"].items()}}
     name = next(iter(nan["state_dict"]))
     nan["state_dict"][name].view(-1)[0] = float("inf")
     torch.save(nan, tmp_path / "nan.ckpt")
     check_ckpt_file(str(tmp_path / "nan.ckpt"), grpo)  # only mapped here; refused where Lightning loads it:
     with pytest.raises(BadCheckpoint, match=rf"nan.ckpt has non-finite weights \({name}\)"):
         AtomicCheckpointIO().load_checkpoint(tmp_path / "nan.ckpt")
+
+
+def test_checksums_are_crc32_of_each_tensors_bytes():
+    import zlib
+
+    w = torch.tensor([1.0, -2.0], dtype=torch.float32)
+    sums = checkpoint_io.tensor_checksums({"state_dict": {"w": w}, "optimizer_states": [{"state": {0: {"m": w[:1]}}}],
+                                           "global_step": 3})
+    assert sums == {"state_dict/w": zlib.crc32(bytes.fromhex("0000803f000000c0")),  # 1.0, -2.0 little-endian
+                    "optimizer_states/0/state/0/m": zlib.crc32(bytes.fromhex("0000803f"))}
+
+
+def flip_a_byte_in_a_finite_weight(source: Path, target: Path) -> str:
+    """Copy ``source`` with the lowest byte of one float32 weight XOR-ed (a mantissa bit: still
+    finite, still loads); returns the weight's name."""
+    import zipfile
+
+    data = bytearray(source.read_bytes())
+    original = torch.load(source, weights_only=False)["state_dict"]
+    name = "policy.model.embed_tokens.weight"
+    with zipfile.ZipFile(source) as archive:  # torch stores each tensor's storage as an uncompressed entry
+        for info in archive.infolist():
+            if "/data/" not in info.filename:
+                continue
+            header = data[info.header_offset: info.header_offset + 30]
+            start = info.header_offset + 30 + int.from_bytes(header[26:28], "little") + \
+                int.from_bytes(header[28:30], "little")
+            trial = bytearray(data)
+            trial[start + 4 * 7] ^= 0x01
+            target.write_bytes(trial)
+            flipped = torch.load(target, weights_only=False)["state_dict"]
+            if not torch.equal(flipped[name], original[name]):
+                assert torch.isfinite(flipped[name]).all()
+                return name
+    raise AssertionError(f"no storage of {name} found")
+
+
+def test_flipped_bytes_in_a_finite_weight_are_one_line_before_training(tmp_path, real_ckpt, capsys):
+    """torch.load checks nothing: the flipped file loads (and used to train on); the checksum
+    written with it names the file and the tensor."""
+    from tests.test_fault_cli import fit
+
+    assert checkpoint_io.CHECKSUMS_KEY in torch.load(real_ckpt, weights_only=False)
+    name = flip_a_byte_in_a_finite_weight(real_ckpt, tmp_path / "flipped.ckpt")
+    code, lines = fit(capsys, "--model.num_generations=2", "--model.max_new_tokens=4", "--data.batch_size=2",
+                      "--data.train_size=4", "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path}",
+                      f"--ckpt_path={tmp_path}/flipped.ckpt")
+    assert code == 2 and lines == [f"error: checkpoint {tmp_path}/flipped.ckpt is corrupt: the bytes of "
+                                   f"state_dict/{name} differ from the checksum written with it (a disk or copy "
+                                   "error); resume from an earlier checkpoint"], lines
+    AtomicCheckpointIO().load_checkpoint(real_ckpt)  # the intact file passes the same check
 
 
 def test_fit_refuses_a_truncated_last_checkpoint_before_training(tmp_path, real_ckpt):

@@ -26,9 +26,10 @@ WORKER = Path(__file__).with_name("fsdp_grpo_worker.py")
 TIMEOUT_S = 120  # a 2-rank run takes ~15 s on the 2-core VM
 
 
-def run_worker(mode: str, out: Path, segfault_retries: int = 0) -> list[dict]:
+def run_worker(mode: str, out: Path, segfault_retries: int = 0, returncode: int = 0) -> list[dict]:
     """The worker's 2 ranks (or 1); ``segfault_retries``: how often a run whose rank 0 died of
-    SIGSEGV is started again (a crash inside gloo on CPU, not a wrong result; see its caller)."""
+    SIGSEGV is started again (a crash inside gloo on CPU, not a wrong result; see its caller);
+    ``returncode``: the worker's expected exit status."""
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK",
                                                             "WORLD_SIZE", "NODE_RANK")}
     env["OMP_NUM_THREADS"] = "1"
@@ -44,8 +45,8 @@ def run_worker(mode: str, out: Path, segfault_retries: int = 0) -> list[dict]:
         print(f"{mode}: a rank died of SIGSEGV; running it again ({segfault_retries} retry left)", file=sys.stderr)
         shutil.rmtree(out)
         out.mkdir()
-        return run_worker(mode, out, segfault_retries - 1)
-    assert proc.returncode == 0, log[-4000:]
+        return run_worker(mode, out, segfault_retries - 1, returncode)
+    assert proc.returncode == returncode, log[-4000:]
     return [torch.load(p, weights_only=False) for p in sorted(out.glob("rank*.pt"))]
 
 

@@ -60,20 +60,22 @@ STEP_FILE_CALLBACK = "tests.test_preemption.StepFile"
 
 
 class StepFile(Callback):
-    """Writes the finished step to ``path`` and slows each step, so a test can signal a real run mid-way."""
+    """Writes the finished step to ``path`` (rank 0) and slows each step, so a test can signal a real run mid-way."""
 
     def __init__(self, path: str, delay: float = 0.3) -> None:
         self.path, self.delay = path, delay
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        with open(self.path, "a") as f:
-            f.write(f"{trainer.global_step}\n")
+        if trainer.is_global_zero:
+            with open(self.path, "a") as f:
+                f.write(f"{trainer.global_step}\n")
         time.sleep(self.delay)
 
 
-def _cli(tmp_path: Path, *extra: str) -> subprocess.Popen:
+def _cli(tmp_path: Path, *extra: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    """``lit-reason fit`` of a tiny run in ``tmp_path`` (``env``: variables added to this process's)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     config = tmp_path / "run.yaml"
     config.write_text(f"""\
 model:
@@ -94,7 +96,8 @@ trainer:
       init_args: {{path: {tmp_path}/steps.txt}}
 """)
     return subprocess.Popen([sys.executable, "-m", "lit_reason.app.cli", "fit", "--config", str(config), *extra],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, text=True,
+                            **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen})
 
 
 def _steps(tmp_path: Path) -> list[int]:
@@ -175,3 +178,44 @@ def test_documented_scale_configs_keep_one_checkpoint_directory_per_run():
         assert ckpt["init_args"]["save_last"] is True, path
         dirs[path.name] = ckpt["init_args"]["dirpath"]
     assert len(dirs) == 5 and len(set(dirs.values())) == 5, dirs  # one directory each, none shared
+
+
+SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "job", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
+             "SLURM_NNODES": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+             "SLURM_NODELIST": "localhost", "MASTER_ADDR": "127.0.0.1"}
+
+
+@pytest.mark.integration
+def test_under_a_faked_slurm_sigusr1_saves_requeues_and_the_script_resumes_the_newest(tmp_path):
+    """No cluster: SLURM's variables, and a stand-in ``scontrol`` first on PATH that records its
+    arguments. SIGUSR1 (``--signal=SIGUSR1@90``) saves ``last.ckpt`` after the current step, runs
+    ``scontrol requeue 4242`` and exits 143 (Lightning's handler saved ``hpc_ckpt_1.ckpt`` from
+    inside the signal handler, mid-step); configs/scale/slurm_example.sh, run on that directory
+    beside an older ``hpc_ckpt_1.ckpt``, resumes from ``last.ckpt``, the newest."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol.calls\n')
+    (bin_dir / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')  # prints the command it was given
+    for tool in ("scontrol", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    env = {**SLURM_JOB, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = _cli(tmp_path, "--trainer.max_steps=200", env=env)
+    deadline = time.time() + 240
+    while len(_steps(tmp_path)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert (tmp_path / "scontrol.calls").read_text() == "requeue 4242\n"
+    saved_at = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert _steps(tmp_path)[-1] == saved_at and not list(tmp_path.glob("hpc_ckpt_*.ckpt"))
+    last_line = [x for x in err.splitlines() if x.strip()][-1]
+    assert last_line == (f"error: preempted by SIGUSR1 at step {saved_at}: saved {tmp_path}/checkpoints/last.ckpt; "
+                         "requeued SLURM job 4242, which resumes with --ckpt_path last "
+                         "(configs/scale/slurm_example.sh) (exit code 143)")
+
+    _touch(tmp_path / "hpc_ckpt_1.ckpt", time.time() - 60)  # an older run's Lightning hpc checkpoint
+    script = subprocess.run(["bash", str(REPO / "configs/scale/slurm_example.sh")], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=30, env={**os.environ, **env, "RUN_DIR": str(tmp_path)})
+    args = script.stdout.split("\n")
+    assert args[args.index("--ckpt_path") + 1] == f"{tmp_path}/checkpoints/last.ckpt", script.stderr

@@ -158,6 +158,30 @@ def test_rows_kept_out_of_the_loss_stay_out_of_batch_advantages_and_the_logged_r
     assert rec.metrics[-1]["reward"] == pytest.approx(0.5)  # the trained group's mean, not 0.75
 
 
+def test_intuitor_per_source_advantages_leave_the_padding_rows_out_too():
+    """The same corner for Intuitor, which whitens each reward source on its own: by hand, source
+    ``correct`` (weight 1) [1, 0, 0, 1] whitens to +-0.5 / (0.57735 + 1e-4) and the second source
+    (weight 2) [0, 1, 1, 1] to (-0.75, 0.25, 0.25, 0.25) / (std 0.5 + 1e-4); the padding group gets 0
+    (with it in the batch, the second source's mean would be 0.375 instead of 0.75)."""
+    from lit_reason.tasks.rewards import ScoredCompletions
+
+    other = "tests.test_dynamic_sampling:always_zero"
+    L.seed_everything(0)
+    module = tiny(Intuitor, advantage_estimator="reinforce_pp", rewards={"self_certainty": 0.0, "correct": 1.0, other: 2.0})
+    scored = stored_rollout(module)
+    correct = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    second = [0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    total = [c + 2 * s for c, s in zip(correct, second)]
+    scored = replace(scored, scored=ScoredCompletions(total, {"correct": torch.tensor(correct), other: torch.tensor(second)},
+                                                      {"correct": {}, other: {}}))
+    module.rollout_step = Replay(scored, trained_rows=torch.tensor([True] * 4 + [False] * 4))
+    rec = fit(module, steps=1)
+    a = 0.5 / (0.5773502691896258 + 1e-4)
+    b = [2 * x / (0.5 + 1e-4) for x in (-0.75, 0.25, 0.25, 0.25)]
+    expected = [a + b[0], -a + b[1], -a + b[2], a + b[3], 0, 0, 0, 0]
+    assert rec.outputs[0]["advantages"].tolist() == pytest.approx(expected, abs=1e-5)
+
+
 def test_episodes_and_async_rollouts_together_are_refused_in_one_line():
     with pytest.raises(ValueError, match="set one of them, not both"):
         tiny(episodes={"environment": "retry"}, async_rollouts={"max_staleness": 1})

@@ -3,16 +3,16 @@
 # Lightning reads SLURM's variables (SLURM_NTASKS, SLURM_PROCID, ...) and sets up the process
 # group itself: use `srun`, not torchrun. --nodes / --ntasks-per-node must equal
 # trainer.num_nodes / trainer.devices. One directory per run ($RUN_DIR): a requeued or resubmitted
-# job resumes from the newest checkpoint in it, whichever wrote it: Lightning's hpc_ckpt_N.ckpt
-# (saved on SIGUSR1 before the time limit, then the job is requeued) or ModelCheckpoint's
-# last.ckpt (every 100 steps, and on SIGTERM: exit code 143, docs/fault_tolerance.md).
+# job resumes from the newest checkpoint in it: ModelCheckpoint's last.ckpt (every 100 steps, and on
+# SIGUSR1 before the time limit, which also requeues the job, or SIGTERM: exit code 143,
+# docs/fault_tolerance.md) or an hpc_ckpt_N.ckpt that Lightning's own SLURM handling wrote.
 #SBATCH --job-name=lit-reason-grpo
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=8
 #SBATCH --time=24:00:00
-#SBATCH --signal=SIGUSR1@90          # Lightning saves hpc_ckpt_N.ckpt and requeues on this signal
+#SBATCH --signal=SIGUSR1@90          # saves last.ckpt after the current step and requeues the job
 #SBATCH --requeue
 #SBATCH --output=logs/%x-%j.out
 

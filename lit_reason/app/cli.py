@@ -29,6 +29,7 @@ import lit_reason.modules  # noqa: F401  (registers modules for short names)
 from callbacks.preemption import PreemptionCheckpoint
 from lit_reason.app.cli_errors import exit_code, one_line_error
 from lit_reason.app.fit_checks import check_batch_division, check_ckpt_file, say_if_starting_fresh
+from lit_reason.strategies.atomic_sharded_save import make_sharded_saves_atomic
 from lit_reason.utils.checkpoint_io import AtomicCheckpointIO
 
 SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
@@ -73,7 +74,8 @@ class LitReasonCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Default loggers (when ``trainer.logger`` is unset or true): CSV and TensorBoard, both in
         ``<default_root_dir>/lightning_logs/version_N`` (one directory per run). Always: atomic
-        checkpoint writes (unless a CheckpointIO plugin is given) and the preemption checkpoint
+        checkpoint writes (unless a CheckpointIO plugin is given; sharded ones staged and swapped
+        into place by lit_reason.strategies.atomic_sharded_save) and the preemption checkpoint
         (docs/fault_tolerance.md); the training report unless ``report: false``."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         if "logger" not in kwargs and trainer_config.get("logger") in (None, True):
@@ -85,6 +87,7 @@ class LitReasonCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
+        make_sharded_saves_atomic(trainer.strategy)  # FSDP / DeepSpeed write their own directories
         if not any(isinstance(c, PreemptionCheckpoint) for c in trainer.callbacks):
             trainer.callbacks.append(PreemptionCheckpoint())
         if self._get(self.config_init, "report", default=True) and not any(

@@ -11,6 +11,7 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_reason.strategies.atomic_sharded_save import restore_interrupted_swaps
 from lit_reason.utils.checkpoint_io import read_checkpoint
 from lit_reason.modules.grpo_config import check_batch_sizes
 from lit_reason.utils.faults import BadCheckpoint, BadInput
@@ -39,6 +40,11 @@ def say_if_starting_fresh(trainer: Any, ckpt_path: Any) -> None:
     warning is easy to miss among the start-up lines)."""
     if str(ckpt_path) != "last":
         return
+    if trainer.is_global_zero:  # a sharded checkpoint a kill left aside mid-swap goes back first
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+                for path in restore_interrupted_swaps(str(cb.dirpath)):
+                    rank_zero_info(f"--ckpt_path last: restored {path}, which a kill had left aside while saving")
     dirs = [str(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
     if any(cb._find_last_checkpoints(trainer) for cb in trainer.checkpoint_callbacks
            if isinstance(cb, ModelCheckpoint) and cb.dirpath):

@@ -140,6 +140,11 @@ class Intuitor(GRPO):
         return {SELF_CERTAINTY: self.self_certainty_weight, **self.reward_weights}
 
     def compute_advantages(self, rewards: Tensor, old: dict[str, Tensor]) -> Tensor:
+        """Each source's advantages over the rows whose summed reward is present: a NaN there (every
+        weighted source abstained, or a dynamic-sampling padding row, which the step sets to NaN)
+        keeps the row out of every source's group and batch statistics, as GRPO's summed reward does."""
+        left_out = torch.isnan(rewards)
         sources = {name: old[SOURCE_PREFIX + name] for name in self.source_weights}
+        sources = {name: r.masked_fill(left_out.to(r.device), float("nan")) for name, r in sources.items()}
         return summed_group_advantages(sources, self.source_weights, self.hparams.num_generations,
                                        self.hparams.scale_rewards, self.hparams.advantage_estimator)
