@@ -223,7 +223,6 @@ def test_the_training_step_runs_unchanged_on_episodes(cls, extra):
 
 
 @pytest.mark.parametrize("cls,kw,message", [
-    (GRPO, {"rollout_engine": "vllm"}, "set model.rollout_engine=builtin"),
     (HRPO, {}, "samples with its own engine"),
     (GRPO, {"top_entropy_quantile": 0.2}, "top_entropy_quantile=1.0"),
     (GRPO, {"episodes": {"max_turns": 0}}, "max_turns must be >= 1"),
@@ -324,7 +323,7 @@ def test_an_environment_factory_class_runs_unchanged_its_methods_are_the_tools_a
 
 
 @pytest.mark.parametrize("arg,message", [("--model.init_args.episodes.reward=max", "error: model.episodes.reward='max': choose"),
-                                         ("--model.init_args.rollout_engine=vllm", "error: model.episodes runs on the built-in")])
+                                         ("--model.init_args.top_entropy_quantile=0.2", "error: model.top_entropy_quantile < 1 with")])
 def test_a_bad_episodes_setting_is_one_line_from_the_cli(arg, message, capsys):
     from lit_reason.app.cli import main
 
