@@ -3,18 +3,23 @@
 One prefill over the left-padded prompts, then one cached forward per new token. The input of
 each decoding step is formed by :meth:`RolloutEngine.next_inputs_embeds`, the single method HRPO
 overrides to mix latent vectors into the token embeddings.
+
+Multi-turn episodes (:meth:`RolloutEngine.generate_turn`) keep each episode's KV cache between
+turns (:class:`TurnCache`): the next turn prefills only what was appended since (the environment's
+turn, and the last sampled token, which was never fed), at the positions that follow.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids, positions_from_mask
+from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids, left_padded, positions_from_mask
 from lit_reason.rollout.stop_strings import StopStringMatcher
 from lit_reason.utils.faults import TrainingDiverged
 
@@ -51,6 +56,26 @@ def output_cache(out: Any):
     """The KV cache a forward returned: ``out.cache`` (transformers >= 5.24) or ``out.past_key_values``."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+@dataclass
+class TurnCache:
+    """What a batch of episodes leaves in the KV cache after a turn, for the next one.
+
+    ``cache`` holds one row per episode, ``attention`` ``[B, L]`` (L = the cache's length) is 1 where
+    a row's cached position holds one of its tokens (0 at its left padding, at the padding of a
+    chunk, and after its turn ended while longer rows still decoded), ``fed`` ``[B]`` counts the
+    tokens of each row the cache holds: the position id of its next token."""
+
+    cache: Any
+    attention: Tensor
+    fed: Tensor
+
+    def select(self, rows: Sequence[int]) -> "TurnCache":
+        """Only these rows (the episodes still playing), in this order."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.attention.device)
+        self.cache.batch_select_indices(index)
+        return TurnCache(self.cache, self.attention[index], self.fed[index])
 
 
 class RolloutEngine:
@@ -123,23 +148,54 @@ class RolloutEngine:
     #: padding, no compaction) until every rank's have; None: stop as soon as this rank's rows end
     all_ranks_done: Callable[[bool], bool] | None = None
 
+    @property
+    def keeps_turn_cache(self) -> bool:
+        """Whether :meth:`generate_turn` keeps the KV cache across an episode's turns: the plain
+        engine only (one that overrides generation or the decoding input keeps state it does not carry)."""
+        return (type(self).generate is RolloutEngine.generate
+                and type(self).next_inputs_embeds is RolloutEngine.next_inputs_embeds)
+
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None = None) -> Rollout:
         """Sample one completion per row of ``prompt_ids`` (repeat rows G times for groups)."""
+        return self._generate(prompt_ids, prompt_mask, generator)[0]
+
+    @torch.no_grad()
+    def generate_turn(self, rows: Sequence[Sequence[int]], past: TurnCache | None, generator: torch.Generator | None,
+                      device: Any, keep: bool = True) -> tuple[Rollout, TurnCache | None]:
+        """One turn of a batch of episodes: ``rows`` are each episode's token ids so far, ``past`` what
+        the previous turn left (rows selected to these episodes, in this order; None on the first).
+        Only the ids after those ``past`` holds are prefilled. ``keep``: return the cache for the next
+        turn (finished rows then stay in the model batch until the turn ends); else None. The
+        rollout's ``prompt_ids`` are the prefilled ids (left-padded)."""
+        fed = past.fed.tolist() if past is not None else [0] * len(rows)
+        new = [list(row[n:]) for row, n in zip(rows, fed)]
+        if past is not None and not all(new):  # nothing appended to some row: no logits to sample from
+            past, new = None, [list(row) for row in rows]
+        ids, mask = left_padded(new, self.pad_id, device)
+        return self._generate(ids, mask, generator, past, keep)
+
+    def _generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None,
+                  past: TurnCache | None = None, keep_cache: bool = False) -> tuple[Rollout, TurnCache | None]:
         start = time.perf_counter()
         cfg, model = self.config, self.model
         batch, device = prompt_ids.shape[0], prompt_ids.device
         eos = torch.tensor(self.eos_ids, device=device)
-        compact = self.compacts and self.all_ranks_done is None
+        compact = self.compacts and self.all_ranks_done is None and not keep_cache
         active = torch.arange(batch, device=device)  # rows (of the full batch) still in the model batch
         state: dict = {"active": active}
         self.begin(batch, state)
 
         attention = prompt_mask.long()
-        out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions_from_mask(attention),
-                    use_cache=True, logits_to_keep=1)
+        positions, cached = positions_from_mask(attention), {}
+        if past is not None:  # the prompt continues rows already in the cache
+            positions = positions + past.fed[:, None]
+            attention, cached = torch.cat([past.attention, attention], dim=-1), {self.cache_arg: past.cache}
+        out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                    logits_to_keep=1, **cached)
         cache, logits = output_cache(out), out.logits[:, -1]
-        next_pos = attention.sum(-1, keepdim=True)  # position id of the next token
+        next_pos = positions[:, -1:] + 1  # position id of the next token
+        prefilled, prefilled_pos = attention, next_pos
 
         tokens_out = torch.full((batch, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         logps_out = torch.zeros(batch, cfg.max_new_tokens, dtype=torch.float32, device=device)
@@ -178,7 +234,11 @@ class RolloutEngine:
             cache, logits = output_cache(out), out.logits[:, -1]
             next_pos = next_pos + 1
 
-        return self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, steps, start, state)
+        rollout = self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, steps, start, state)
+        if not keep_cache:
+            return rollout, None
+        fed = mask_out[:, : steps - 1]  # the token sampled at the last step was never fed
+        return rollout, TurnCache(cache, torch.cat([prefilled, fed], dim=-1), prefilled_pos[:, 0] + fed.sum(-1))
 
     def assemble(self, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor, logps: Tensor,
                  done: Tensor, width: int, start: float, state: dict) -> Rollout:
