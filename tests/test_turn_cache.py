@@ -1,7 +1,8 @@
-"""The built-in engine's KV cache kept across an episode's turns (``RolloutEngine.generate_turn``):
-a turn that continues the cache samples what a turn recomputed from scratch samples, with the same
-log-probs, while prefilling only the appended tokens; rows that ended early in the previous turn
-(holes in the cached attention) and rows dropped between turns included."""
+"""The built-in engine's KV cache kept across an episode's turns (``RolloutEngine.generate_turn``,
+``lit_reason/rollout/turn_cache.py``): a turn that continues the cache samples what a turn
+recomputed from scratch samples, with the same log-probs, while prefilling only the appended
+tokens; rows that ended early in the previous turn (set aside and put back, or riding along),
+and rows dropped between turns, included."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import torch
 
 from lit_reason.models.policy import load_policy
 from lit_reason.rollout import RolloutEngine, SamplingConfig
+from lit_reason.rollout.turn_cache import FinishedRows
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-llama"])
-def test_a_continued_turn_samples_what_a_recomputed_turn_samples_and_prefills_only_the_appended_ids(preset):
+@pytest.mark.parametrize("preset,rows_leave", [("tiny", True), ("tiny-llama", True), ("tiny", False)])
+def test_a_continued_turn_samples_what_a_recomputed_turn_samples_and_prefills_only_the_appended_ids(preset, rows_leave,
+                                                                                                    monkeypatch):
+    if not rows_leave:  # a cache whose rows cannot be set aside: finished rows ride along to the turn's end
+        monkeypatch.setattr(FinishedRows, "can_keep", staticmethod(lambda cache: False))
     loaded = load_policy(preset)
     model, tok = loaded.model.eval(), loaded.tokenizer
     # many end-of-turn ids: rows end turn 1 at different steps, leaving holes in the kept cache
@@ -27,7 +32,10 @@ def test_a_continued_turn_samples_what_a_recomputed_turn_samples_and_prefills_on
     assert len(set(lengths)) > 1  # some rows ended early: their later cached positions are masked out
     env = tok("\nNo. Try again.\n", add_special_tokens=False)["input_ids"]
     episodes = [row + first.completion_ids[i, :n].tolist() + env for i, (row, n) in enumerate(zip(rows, lengths))]
-    assert past.fed.tolist() == [len(row) + min(n, first.completion_ids.shape[1] - 1) for row, n in zip(rows, lengths)]
+    # a row that left the batch when it ended holds its tokens but the last sampled one; a row that
+    # rode along holds them all, but for the turn's last sampled token
+    held = [n - 1 if rows_leave else min(n, first.completion_ids.shape[1] - 1) for n in lengths]
+    assert past.fed.tolist() == [len(row) + h for row, h in zip(rows, held)]
 
     live = [0, 2, 3, 5]  # two episodes ended after turn 1
     kept, _ = engine.generate_turn([episodes[i] for i in live], past.select(live), torch.Generator().manual_seed(1), "cpu")

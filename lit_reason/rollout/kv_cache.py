@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids, left_padded, positions_from_mask
 from lit_reason.rollout.stop_strings import StopStringMatcher
+from lit_reason.rollout.turn_cache import FinishedRows, TurnCache
 from lit_reason.utils.faults import TrainingDiverged
 
 
@@ -56,26 +56,6 @@ def output_cache(out: Any):
     """The KV cache a forward returned: ``out.cache`` (transformers >= 5.24) or ``out.past_key_values``."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
-
-
-@dataclass
-class TurnCache:
-    """What a batch of episodes leaves in the KV cache after a turn, for the next one.
-
-    ``cache`` holds one row per episode, ``attention`` ``[B, L]`` (L = the cache's length) is 1 where
-    a row's cached position holds one of its tokens (0 at its left padding, at the padding of a
-    chunk, and after its turn ended while longer rows still decoded), ``fed`` ``[B]`` counts the
-    tokens of each row the cache holds: the position id of its next token."""
-
-    cache: Any
-    attention: Tensor
-    fed: Tensor
-
-    def select(self, rows: Sequence[int]) -> "TurnCache":
-        """Only these rows (the episodes still playing), in this order."""
-        index = torch.tensor(list(rows), dtype=torch.long, device=self.attention.device)
-        self.cache.batch_select_indices(index)
-        return TurnCache(self.cache, self.attention[index], self.fed[index])
 
 
 class RolloutEngine:
@@ -148,11 +128,13 @@ class RolloutEngine:
     #: padding, no compaction) until every rank's have; None: stop as soon as this rank's rows end
     all_ranks_done: Callable[[bool], bool] | None = None
 
+    turn_cache: bool = True  # False: every turn of an episode recomputes its prefix (benchmarks/episodes.py)
+
     @property
     def keeps_turn_cache(self) -> bool:
         """Whether :meth:`generate_turn` keeps the KV cache across an episode's turns: the plain
         engine only (one that overrides generation or the decoding input keeps state it does not carry)."""
-        return (type(self).generate is RolloutEngine.generate
+        return (self.turn_cache and type(self).generate is RolloutEngine.generate
                 and type(self).next_inputs_embeds is RolloutEngine.next_inputs_embeds)
 
     @torch.no_grad()
@@ -166,8 +148,8 @@ class RolloutEngine:
         """One turn of a batch of episodes: ``rows`` are each episode's token ids so far, ``past`` what
         the previous turn left (rows selected to these episodes, in this order; None on the first).
         Only the ids after those ``past`` holds are prefilled. ``keep``: return the cache for the next
-        turn (finished rows then stay in the model batch until the turn ends); else None. The
-        rollout's ``prompt_ids`` are the prefilled ids (left-padded)."""
+        turn (:mod:`lit_reason.rollout.turn_cache`); else None. The rollout's ``prompt_ids`` are the
+        prefilled ids (left-padded)."""
         fed = past.fed.tolist() if past is not None else [0] * len(rows)
         new = [list(row[n:]) for row, n in zip(rows, fed)]
         if past is not None and not all(new):  # nothing appended to some row: no logits to sample from
@@ -181,7 +163,7 @@ class RolloutEngine:
         cfg, model = self.config, self.model
         batch, device = prompt_ids.shape[0], prompt_ids.device
         eos = torch.tensor(self.eos_ids, device=device)
-        compact = self.compacts and self.all_ranks_done is None and not keep_cache
+        compact = self.compacts and self.all_ranks_done is None
         active = torch.arange(batch, device=device)  # rows (of the full batch) still in the model batch
         state: dict = {"active": active}
         self.begin(batch, state)
@@ -196,6 +178,10 @@ class RolloutEngine:
         cache, logits = output_cache(out), out.logits[:, -1]
         next_pos = positions[:, -1:] + 1  # position id of the next token
         prefilled, prefilled_pos = attention, next_pos
+        finished_rows = FinishedRows() if keep_cache else None  # rows that leave the batch keep their cache
+        if keep_cache and not FinishedRows.can_keep(cache):
+            compact = False  # finished rows ride along instead
+        left_at = torch.full((batch,), cfg.max_new_tokens, device=device)  # decoded tokens a row had when it left
 
         tokens_out = torch.full((batch, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         logps_out = torch.zeros(batch, cfg.max_new_tokens, dtype=torch.float32, device=device)
@@ -223,6 +209,10 @@ class RolloutEngine:
                 break
             if compact and bool(finished.any()):
                 keep = (~finished).nonzero().flatten()
+                if finished_rows is not None:
+                    gone = finished.nonzero().flatten()
+                    finished_rows.keep(cache, gone, active[gone])
+                    left_at[active[gone]] = step
                 cache.batch_select_indices(keep)
                 active, tokens, logits = active[keep], tokens[keep], logits[keep]
                 attention, next_pos = attention[keep], next_pos[keep]
@@ -237,7 +227,9 @@ class RolloutEngine:
         rollout = self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, steps, start, state)
         if not keep_cache:
             return rollout, None
-        fed = mask_out[:, : steps - 1]  # the token sampled at the last step was never fed
+        finished_rows.rejoin(cache, active, batch)
+        width = steps - 1  # the token sampled at the last step was never fed
+        fed = mask_out[:, :width] * (torch.arange(width, device=device) < left_at[:, None])
         return rollout, TurnCache(cache, torch.cat([prefilled, fed], dim=-1), prefilled_pos[:, 0] + fed.sum(-1))
 
     def assemble(self, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor, logps: Tensor,
