@@ -236,7 +236,7 @@ class VLLMSession:
             max_model_len=self.max_model_len, enforce_eager=eager, tensor_parallel_size=options.tensor_parallel_size,
             gpu_memory_utilization=options.gpu_memory_utilization, enable_sleep_mode=options.enable_sleep_mode,
             logprobs_mode="processed_logprobs", seed=self.seed, max_num_seqs=options.max_num_seqs,
-            enable_prefix_caching=True,  # a G-group, and each turn of an episode, re-sends a prefix already computed
+            enable_prefix_caching=True,  # each turn of an episode re-sends the episode so far
             max_num_batched_tokens=options.max_num_batched_tokens or max(self.max_model_len, 8192),
         )
         if not self.on_cuda:  # the KV cache is sized explicitly (vLLM's CPU default takes most of RAM)
