@@ -12,11 +12,11 @@ context, and the GRPO step runs unchanged.
 
 Each turn samples every live episode in one batch with the module's engine, its prompt being the
 episode so far: the built-in engine keeps each episode's KV cache between turns and prefills only
-what was appended (:meth:`~lit_reason.rollout.kv_cache.RolloutEngine.generate_turn`); vLLM gets the
-episode's token ids as its prompt and finds the earlier turns in its prefix cache. Limits: ``max_turns`` assistant turns and ``max_episode_tokens`` tokens after
-the prompt; an episode over budget is cut at the budget, flagged ``truncated`` and counted. An
-environment that raises ends its episode with reward 0 (warned once, counted); a step in which
-every episode failed stops the run.
+what was appended (:meth:`~lit_reason.rollout.kv_cache.RolloutEngine.generate_turn`); vLLM gets
+the episode's token ids as its prompt and finds the earlier turns in its prefix cache. Limits:
+``max_turns`` assistant turns and ``max_episode_tokens`` tokens after the prompt; an episode over
+budget is cut at the budget, flagged ``truncated`` and counted. An environment that raises ends
+its episode with reward 0 (warned once, counted); a step in which every episode failed stops the run.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def play_episodes(episodes: list[Episode], engine: Any, tokenizer: Any, wrappers
             past = past.select([cached[i] for i in live]) if past is not None else None
             out, past = engine.generate_turn(rows, past, generator, device, keep=turn + 1 < options.max_turns)
             cached = {i: row for row, i in enumerate(live)}
-        else:  # vLLM: the episode so far as a token-id prompt (its prefix cache finds the earlier turns)
+        else:  # vLLM (its prefix cache finds the earlier turns), the static-cache engine: the whole episode
             out = engine.generate(*left_padded(rows, engine.pad_id, device), generator)
         seconds += out.seconds
         for row, i in enumerate(live):
