@@ -34,6 +34,8 @@ class TurnCache:
 
     def select(self, rows: Sequence[int]) -> "TurnCache":
         """Only these rows (the episodes still playing), in this order."""
+        if list(rows) == list(range(len(self.fed))):
+            return self
         index = torch.tensor(list(rows), dtype=torch.long, device=self.attention.device)
         self.cache.batch_select_indices(index)
         return TurnCache(self.cache, self.attention[index], self.fed[index])
