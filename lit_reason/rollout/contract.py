@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import torch
 from torch import Tensor
 
 
@@ -90,6 +91,14 @@ class Rollout:
             pick(self.logprobs), pick(self.truncated), [self.texts[i] for i in rows], self.seconds,
             {k: pick(v) for k, v in self.extras.items()},
         )
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[Tensor, Tensor]:
+    """``(ids, mask)`` of token-id rows, left-padded with ``pad`` to the longest."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+    return ids, mask
 
 
 def positions_from_mask(mask: Tensor) -> Tensor:

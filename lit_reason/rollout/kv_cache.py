@@ -3,6 +3,10 @@
 One prefill over the left-padded prompts, then one cached forward per new token. The input of
 each decoding step is formed by :meth:`RolloutEngine.next_inputs_embeds`, the single method HRPO
 overrides to mix latent vectors into the token embeddings.
+
+Multi-turn episodes (:meth:`RolloutEngine.generate_turn`) keep each episode's KV cache between
+turns (:class:`TurnCache`): the next turn prefills only what was appended since (the environment's
+turn, and the last sampled token, which was never fed), at the positions that follow.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids, positions_from_mask
+from lit_reason.rollout.contract import Rollout, SamplingConfig, end_of_sequence_ids, left_padded, positions_from_mask
 from lit_reason.rollout.stop_strings import StopStringMatcher
+from lit_reason.rollout.turn_cache import FinishedRows, TurnCache
 from lit_reason.utils.faults import TrainingDiverged
 
 
@@ -123,9 +128,37 @@ class RolloutEngine:
     #: padding, no compaction) until every rank's have; None: stop as soon as this rank's rows end
     all_ranks_done: Callable[[bool], bool] | None = None
 
+    turn_cache: bool = True  # False: every turn of an episode recomputes its prefix (benchmarks/episodes.py)
+
+    @property
+    def keeps_turn_cache(self) -> bool:
+        """Whether :meth:`generate_turn` keeps the KV cache across an episode's turns: the plain
+        engine only (one that overrides generation or the decoding input keeps state it does not carry)."""
+        return (self.turn_cache and type(self).generate is RolloutEngine.generate
+                and type(self).next_inputs_embeds is RolloutEngine.next_inputs_embeds)
+
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None = None) -> Rollout:
         """Sample one completion per row of ``prompt_ids`` (repeat rows G times for groups)."""
+        return self._generate(prompt_ids, prompt_mask, generator)[0]
+
+    @torch.no_grad()
+    def generate_turn(self, rows: Sequence[Sequence[int]], past: TurnCache | None, generator: torch.Generator | None,
+                      device: Any, keep: bool = True) -> tuple[Rollout, TurnCache | None]:
+        """One turn of a batch of episodes: ``rows`` are each episode's token ids so far, ``past`` what
+        the previous turn left (rows selected to these episodes, in this order; None on the first).
+        Only the ids after those ``past`` holds are prefilled. ``keep``: return the cache for the next
+        turn (:mod:`lit_reason.rollout.turn_cache`); else None. The rollout's ``prompt_ids`` are the
+        prefilled ids (left-padded)."""
+        fed = past.fed.tolist() if past is not None else [0] * len(rows)
+        new = [list(row[n:]) for row, n in zip(rows, fed)]
+        if past is not None and not all(new):  # nothing appended to some row: no logits to sample from
+            past, new = None, [list(row) for row in rows]
+        ids, mask = left_padded(new, self.pad_id, device)
+        return self._generate(ids, mask, generator, past, keep)
+
+    def _generate(self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None,
+                  past: TurnCache | None = None, keep_cache: bool = False) -> tuple[Rollout, TurnCache | None]:
         start = time.perf_counter()
         cfg, model = self.config, self.model
         batch, device = prompt_ids.shape[0], prompt_ids.device
@@ -136,10 +169,19 @@ class RolloutEngine:
         self.begin(batch, state)
 
         attention = prompt_mask.long()
-        out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions_from_mask(attention),
-                    use_cache=True, logits_to_keep=1)
+        positions, cached = positions_from_mask(attention), {}
+        if past is not None:  # the prompt continues rows already in the cache
+            positions = positions + past.fed[:, None]
+            attention, cached = torch.cat([past.attention, attention], dim=-1), {self.cache_arg: past.cache}
+        out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                    logits_to_keep=1, **cached)
         cache, logits = output_cache(out), out.logits[:, -1]
-        next_pos = attention.sum(-1, keepdim=True)  # position id of the next token
+        next_pos = positions[:, -1:] + 1  # position id of the next token
+        prefilled, prefilled_pos = attention, next_pos
+        finished_rows = FinishedRows() if keep_cache else None  # rows that leave the batch keep their cache
+        if keep_cache and not FinishedRows.can_keep(cache):
+            compact = False  # finished rows ride along instead
+        left_at = torch.full((batch,), cfg.max_new_tokens, device=device)  # decoded tokens a row had when it left
 
         tokens_out = torch.full((batch, cfg.max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         logps_out = torch.zeros(batch, cfg.max_new_tokens, dtype=torch.float32, device=device)
@@ -167,6 +209,10 @@ class RolloutEngine:
                 break
             if compact and bool(finished.any()):
                 keep = (~finished).nonzero().flatten()
+                if finished_rows is not None:
+                    gone = finished.nonzero().flatten()
+                    finished_rows.keep(cache, gone, active[gone])
+                    left_at[active[gone]] = step
                 cache.batch_select_indices(keep)
                 active, tokens, logits = active[keep], tokens[keep], logits[keep]
                 attention, next_pos = attention[keep], next_pos[keep]
@@ -178,7 +224,13 @@ class RolloutEngine:
             cache, logits = output_cache(out), out.logits[:, -1]
             next_pos = next_pos + 1
 
-        return self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, steps, start, state)
+        rollout = self.assemble(prompt_ids, prompt_mask, tokens_out, mask_out, logps_out, done, steps, start, state)
+        if not keep_cache:
+            return rollout, None
+        finished_rows.rejoin(cache, active, batch)
+        width = steps - 1  # the token sampled at the last step was never fed
+        fed = mask_out[:, :width] * (torch.arange(width, device=device) < left_at[:, None])
+        return rollout, TurnCache(cache, torch.cat([prefilled, fed], dim=-1), prefilled_pos[:, 0] + fed.sum(-1))
 
     def assemble(self, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, mask: Tensor, logps: Tensor,
                  done: Tensor, width: int, start: float, state: dict) -> Rollout:

@@ -9,7 +9,10 @@ steps the next rollout first pushes the weights again (:mod:`lit_reason.rollout.
 into the worker's ``reload_weights``) and drops vLLM's prefix cache, which was computed with
 the old weights. :class:`VLLMRolloutEngine` is the contract (:mod:`lit_reason.rollout.contract`)
 on top: one request with ``n = G`` per unique prompt, the sampler's RNG seeded once per (step, rank), EOS and stop
-strings re-checked with the policy's tokenizer, sampler log-probs per token.
+strings re-checked with the policy's tokenizer, sampler log-probs per token. Prompts go in as
+token ids (never text), so a multi-turn episode's next turn is sampled after exactly the ids so
+far (:mod:`lit_reason.rollout_step.episodes`); prefix caching is on, so that prefix's KV blocks
+are reused rather than recomputed.
 
 Log-probs: ``logprobs_mode="processed_logprobs"`` gives log softmax(logits / temperature), the
 contract's quantity, whenever top-k, top-p and min-p are off (the RL default); with one of them
@@ -233,6 +236,7 @@ class VLLMSession:
             max_model_len=self.max_model_len, enforce_eager=eager, tensor_parallel_size=options.tensor_parallel_size,
             gpu_memory_utilization=options.gpu_memory_utilization, enable_sleep_mode=options.enable_sleep_mode,
             logprobs_mode="processed_logprobs", seed=self.seed, max_num_seqs=options.max_num_seqs,
+            enable_prefix_caching=True,  # each turn of an episode re-sends the episode so far
             max_num_batched_tokens=options.max_num_batched_tokens or max(self.max_model_len, 8192),
         )
         if not self.on_cuda:  # the KV cache is sized explicitly (vLLM's CPU default takes most of RAM)

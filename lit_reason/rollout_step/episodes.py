@@ -11,11 +11,12 @@ training forward over prompt + episode scores the same tokens the sampler drew, 
 context, and the GRPO step runs unchanged.
 
 Each turn samples every live episode in one batch with the module's engine, its prompt being the
-episode so far (the built-in engine recomputes that prefix each turn; it does not keep the KV
-cache across turns). Limits: ``max_turns`` assistant turns and ``max_episode_tokens`` tokens after
-the prompt; an episode over budget is cut at the budget, flagged ``truncated`` and counted. An
-environment that raises ends its episode with reward 0 (warned once, counted); a step in which
-every episode failed stops the run.
+episode so far: the built-in engine keeps each episode's KV cache between turns and prefills only
+what was appended (:meth:`~lit_reason.rollout.kv_cache.RolloutEngine.generate_turn`); vLLM gets
+the episode's token ids as its prompt and finds the earlier turns in its prefix cache. Limits:
+``max_turns`` assistant turns and ``max_episode_tokens`` tokens after the prompt; an episode over
+budget is cut at the budget, flagged ``truncated`` and counted. An environment that raises ends
+its episode with reward 0 (warned once, counted); a step in which every episode failed stops the run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Callable
 import torch
 
 from lit_reason.rollout import Rollout
+from lit_reason.rollout.contract import left_padded
 from lit_reason.rollout_step.contract import ScoredRollout
 from lit_reason.rollout_step.dynamic_sampling import DynamicSampling
 from lit_reason.rollout_step.sampling import SampleNow
@@ -95,13 +97,6 @@ class Episode:
         self.logps += logps if logps is not None else [0.0] * len(ids)
 
 
-def _left_padded(rows: list[list[int]], pad: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
-    return ids, mask
-
-
 def _right_padded(rows: list[list], value: Any, dtype: torch.dtype, device: Any) -> torch.Tensor:
     width = max(max((len(r) for r in rows), default=0), 1)
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype, device=device)
@@ -112,12 +107,19 @@ def play_episodes(episodes: list[Episode], engine: Any, tokenizer: Any, wrappers
     """Play every episode to its end, one batched engine call per turn; returns the sampling seconds."""
     seconds = 0.0
     eos_ids = set(engine.eos_ids)
+    keeps_cache = getattr(engine, "keeps_turn_cache", False)
+    past, cached = None, {}  # the KV cache the last turn left (built-in engine) and its episodes
     for turn in range(options.max_turns):
         live = [i for i, e in enumerate(episodes) if not e.done]
         if not live:
             break
-        ids, mask = _left_padded([episodes[i].prompt_ids + episodes[i].ids for i in live], engine.pad_id, device)
-        out = engine.generate(ids, mask, generator)
+        rows = [episodes[i].prompt_ids + episodes[i].ids for i in live]
+        if keeps_cache:
+            past = past.select([cached[i] for i in live]) if past is not None else None
+            out, past = engine.generate_turn(rows, past, generator, device, keep=turn + 1 < options.max_turns)
+            cached = {i: row for row, i in enumerate(live)}
+        else:  # vLLM (its prefix cache finds the earlier turns), the static-cache engine: the whole episode
+            out = engine.generate(*left_padded(rows, engine.pad_id, device), generator)
         seconds += out.seconds
         for row, i in enumerate(live):
             e = episodes[i]
@@ -155,7 +157,7 @@ def play_episodes(episodes: list[Episode], engine: Any, tokenizer: Any, wrappers
 
 def episode_rollout(episodes: list[Episode], pad_id: int, seconds: float, device: Any) -> Rollout:
     """The rollout of played episodes (see the module docstring for what each field holds)."""
-    prompt_ids, prompt_mask = _left_padded([e.prompt_ids for e in episodes], pad_id, device)
+    prompt_ids, prompt_mask = left_padded([e.prompt_ids for e in episodes], pad_id, device)
     return Rollout(
         prompt_ids, prompt_mask,
         _right_padded([e.ids for e in episodes], pad_id, torch.long, device),
