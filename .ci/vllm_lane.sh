@@ -55,4 +55,4 @@ fi
 # (test_vllm_ranks.py: 2 rank processes with one engine each, ~1.9 GB together, 1 OpenMP thread each)
 OMP_NUM_THREADS="${THREADS:-2}" "$VENV/bin/python" -m pytest -p no:warnings \
   tests/test_rollout_contract.py tests/test_vllm_engine.py tests/test_rollout_correction.py tests/test_vllm_ranks.py \
-  tests/test_fast_rollout.py tests/test_vllm_fake_engine.py
+  tests/test_fast_rollout.py tests/test_vllm_fake_engine.py tests/test_async_server.py
