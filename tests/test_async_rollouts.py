@@ -396,3 +396,19 @@ def test_ddp_each_rank_has_its_own_sampler_for_its_own_shard(tmp_path):
     assert ranks[0]["prompts"] != ranks[1]["prompts"]
     for p, q in zip(ranks[0]["params"], ranks[1]["params"]):
         assert torch.equal(p, q)
+
+
+def test_the_documented_server_yaml_builds():
+    """docs/async_rollouts.md's YAML for a vLLM server sampler is a valid model.async_rollouts
+    (building the module does not contact the server: setup does)."""
+    import re
+
+    import yaml
+
+    text = (Path(__file__).parents[1] / "docs" / "async_rollouts.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.+?)```", text, re.S) if "server:" in b)
+    options = yaml.safe_load(block)["model"]["async_rollouts"]
+    module = GRPO(model="tiny", async_rollouts=options)
+    config = module.rollout_step.config
+    assert config.server.url == "http://10.0.0.7:8000" and config.server.sync_host == "10.0.0.5"
+    assert config.max_staleness == 1

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,22 +38,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def documented_server_command() -> tuple[list[str], list[str]]:
+    """docs/async_rollouts.md's ``vllm serve`` command (its environment and its flags after the
+    model path) and the flags it adds on a CPU server: what the fixture runs."""
+    text = (Path(__file__).parents[1] / "docs" / "async_rollouts.md").read_text()
+    block = re.search(r"```bash\n(VLLM_SERVER_DEV_MODE=1 vllm serve .+?)\n```", text, re.S).group(1)
+    argv = shlex.split(block.replace("\\\n", " "))
+    assert argv[:3] == ["VLLM_SERVER_DEV_MODE=1", "vllm", "serve"] and RECEIVER in argv
+    cpu = re.search(r"On a CPU server add `([^`]+)`", text).group(1).split()
+    return argv[4:], cpu
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``vllm serve`` of a head-32 Qwen2 (vLLM's CPU attention has no head-16 kernel) with dummy
-    weights, the receiver as its worker extension and the RL endpoints on; its URL and model dir."""
+    """The documented ``vllm serve`` of a head-32 Qwen2 (vLLM's CPU attention has no head-16
+    kernel) with dummy weights, on 127.0.0.1 at a free port; its URL, model dir and process."""
     path = tmp_path_factory.mktemp("served")
     model, tok = head32_policy(seed=1)
     model.save_pretrained(path)
     tokenizer_dir = write_engine_dir(model, tok, str(path))
+    flags, cpu_flags = documented_server_command()
     port = free_port()
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "OMP_NUM_THREADS": "1"}
     log = open(path / "server.log", "w")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(path), "--tokenizer", tokenizer_dir,
-         "--load-format", "dummy", "--dtype", "float32", "--max-model-len", "256", "--enforce-eager",
-         "--logprobs-mode", "processed_logprobs", "--kv-cache-memory-bytes", str(2**28),
-         "--worker-extension-cls", RECEIVER, "--host", "127.0.0.1", "--port", str(port)],
+    process = subprocess.Popen(  # later flags win: this machine's address and port, a small KV cache
+        [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(path), *flags, *cpu_flags,
+         "--tokenizer", tokenizer_dir, "--load-format", "dummy", "--max-model-len", "256",
+         "--kv-cache-memory-bytes", str(2**28), "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from torch import Tensor
 
 from lit_reason.rollout.contract import end_of_sequence_ids
 from lit_reason.rollout.vllm_server import VLLMServer, served_model
@@ -101,6 +103,15 @@ def batch_age(index: int, version: int, max_staleness: int) -> int:
 def sync_due(index: int, first_version: int, sync_every: int) -> bool:
     """Whether the weights are pushed before training batch ``index``."""
     return index > first_version and (index - first_version) % sync_every == 0
+
+
+def sync_weights(policy: Any, lora_sync: str, everything: bool = False) -> Iterator[tuple[str, Tensor]]:
+    """What a push sends: ``merged``, the inference weights (LoRA merged); ``adapter``, the peft
+    model's own tensors, all of them (``everything``: the first push, the base included) or the
+    trainable ones (LoRA A/B, modules_to_save)."""
+    if lora_sync == "merged":
+        return inference_weights(policy)
+    return ((n, p) for n, p in policy.named_parameters() if everything or p.requires_grad)
 
 
 class LoaderPlan:
@@ -203,11 +214,7 @@ class AsyncRolloutStep(RolloutStep):
         self.worker.push(self._weights(module, everything=True), self.first_version)
 
     def _weights(self, module: Any, everything: bool = False):
-        """What a push sends: merged inference weights; adapter-only: the peft model's own tensors,
-        all of them (the base, once) or the trainable ones (LoRA A/B, modules_to_save)."""
-        if self.config.lora_sync == "merged":
-            return inference_weights(module.policy)
-        return ((n, p) for n, p in module.policy.named_parameters() if everything or p.requires_grad)
+        return sync_weights(module.policy, self.config.lora_sync, everything)
 
     def __call__(self, module: Any, batch: list[Any]) -> ScoredRollout:
         if self.worker is None:

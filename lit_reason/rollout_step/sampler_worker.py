@@ -17,6 +17,7 @@ parent and exits when the trainer is gone.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import queue
@@ -34,7 +35,8 @@ from torch import Tensor
 
 from lit_reason.models.lora import LoraSettings, apply_lora
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig
-from lit_reason.rollout.vllm_server import VLLMServerEngine, VLLMServer
+from lit_reason.rollout.vllm_server import VLLMServer, VLLMServerEngine
+from lit_reason.rollout.weight_sync import inference_weights
 
 _STATUS_BYTES = 200
 _POLL_S = 0.2
@@ -48,8 +50,9 @@ class SamplerWorkerError(RuntimeError):
 class WorkerSpec:
     """What the child needs to build its engine (picklable: names, not objects).
 
-    ``lora``: the trainer's LoRA settings, for adapter-only pushes (the child wraps its own base
-    with them and receives the base once, then only the trainable tensors). ``server``: sample
+    ``lora``: the trainer's LoRA settings, for adapter-only pushes (the child wraps a copy of its
+    base with them, receives the base once, then only the trainable tensors, and merges them into
+    the model it generates with). ``server``: sample
     from this vLLM server instead of a model of the child's own; ``eos`` is then the policy's
     ``(eos_ids, pad_id)`` and ``timeout_s`` bounds each call to the server."""
 
@@ -114,19 +117,23 @@ def _engine(spec: WorkerSpec, weights: dict[str, Tensor]) -> tuple[Any, Callable
         engine = VLLMServerEngine(spec.server, load_tokenizer(spec.model), spec.sampling, *spec.eos, spec.timeout_s)
         return engine, lambda names: engine.load(weights if names is None else {n: weights[n] for n in names})
     loaded = load_policy(spec.model, dtype=spec.dtype)
-    model = loaded.model
-    if spec.lora is not None:
-        model = apply_lora(model, LoraSettings(**spec.lora))
-    model = model.eval().requires_grad_(False)
-    params = dict(model.named_parameters())
+    model = loaded.model.eval().requires_grad_(False)  # what generates
+    # adapter-only: a peft copy receives the base and the adapters, and the generating model gets
+    # W + BA from it after each push (the trainer's merged weights, computed here, off its path)
+    wrapped = apply_lora(copy.deepcopy(model), LoraSettings(**spec.lora)).requires_grad_(False) if spec.lora else None
+    params = dict((wrapped or model).named_parameters())
     missing = sorted(set(weights) - set(params))
     if missing:
         raise ValueError(f"the sampler's model {spec.model!r} lacks the trainer's weights {missing[:3]}")
+    generating = dict(model.named_parameters())
 
     def load(names: list[str] | None) -> None:
         with torch.no_grad():
             for name in weights if names is None else names:
                 params[name].copy_(weights[name])
+            if wrapped is not None:
+                for name, merged in inference_weights(wrapped):
+                    generating[name].copy_(merged)
 
     return RolloutEngine(model, loaded.tokenizer, spec.sampling), load
 
