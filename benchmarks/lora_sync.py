@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--pushes", type=int, default=3)
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--order", nargs=2, default=["merged", "adapter"], choices=["merged", "adapter"],
+                        help="which mode runs first (run both orders: the machine's load moves)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -75,8 +77,8 @@ def main() -> None:
     torch.manual_seed(0)
     settings = LoraSettings(r=args.r)
     loaded = load_lora_policy(args.model, "float32", False, settings)
-    results = [run(mode, args, loaded, settings) for mode in ("merged", "adapter")]
-    merged, adapter = results
+    results = [run(mode, args, loaded, settings) for mode in args.order]
+    merged, adapter = (next(r for r in results if r["mode"] == mode) for mode in ("merged", "adapter"))
     for r in results:
         print(f"{r['mode']:8s} first push {r['first_push_bytes'] / 2**20:8.1f} MB {r['first_push_s']:.3f} s | "
               f"push {r['push_bytes'] / 2**20:8.2f} MB {r['push_s']:.3f} s, sampler load {r['sampler_load_s']:.3f} s | "

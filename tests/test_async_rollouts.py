@@ -124,7 +124,10 @@ def test_a_server_that_does_not_answer_is_one_line_at_setup():
         module = SimpleNamespace(trainer=SimpleNamespace(strategy=SingleDeviceStrategy("cpu"), num_devices=1))
         with pytest.raises(ServerError, match=f"vLLM server {url} did not answer /v1/models") as err:
             step.setup(module)
-    assert "\n" not in str(err.value)
+        assert "\n" not in str(err.value)
+        module.trainer.world_size = 2
+        with pytest.raises(ValueError, match="server serves one trainer process, not 2 ranks"):
+            step.setup(module)
 
 
 class FSDPStrategy:  # stands for Lightning's (the check reads the class name)

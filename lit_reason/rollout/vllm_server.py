@@ -137,7 +137,8 @@ class VLLMServerEngine:
             "model": self.model_name, "prompt": prompt, "n": n, "max_tokens": cfg.max_new_tokens,
             "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k if cfg.top_k > 0 else -1,
             "min_p": cfg.min_p, "seed": seed, "logprobs": 0, "return_token_ids": True,
-            "stop_token_ids": self.eos_ids, "skip_special_tokens": False, "include_stop_str_in_output": True,
+            # stop strings are cut here (assemble_rollout), with the trainer's tokenizer, as the engines cut them
+            "stop_token_ids": self.eos_ids, "skip_special_tokens": False,
         }
 
     @torch.no_grad()

@@ -152,8 +152,8 @@ class AsyncRolloutStep(RolloutStep):
 
     Logged per step: ``async/age`` (of the trained batch), ``async/trainer_idle_s`` (the wait for
     it), ``async/sampler_idle_s`` (the sampler's wait before generating it), ``async/sync_mb`` (what
-    a push wrote), ``async/sync_s`` (the weight push), ``async/queue_depth`` (batches generated ahead, ready); ``age_counts`` (the age
-    histogram of the run) is checkpointed."""
+    a push wrote), ``async/sync_s`` (the weight push), ``async/queue_depth`` (batches generated
+    ahead, ready); ``age_counts`` (the age histogram of the run) is checkpointed."""
 
     def __init__(self, config: AsyncRollouts) -> None:
         self.config = config
@@ -187,6 +187,10 @@ class AsyncRolloutStep(RolloutStep):
             raise ValueError(f"model.async_rollouts needs full weights on each rank (DDP or one device), not "
                              f"{type(strategy).__name__}")
         if self.config.server is not None:
+            if int(getattr(trainer, "world_size", 1) or 1) > 1:
+                raise ValueError(f"model.async_rollouts.server serves one trainer process, not "
+                                 f"{trainer.world_size} ranks (each rank would push its weights into it): run "
+                                 "one rank, or use the built-in sampler (one per rank)")
             served_model(self.config.server, min(self.config.timeout_s, 30.0))  # reachable, serving the model
         elif strategy.root_device.type != "cpu":
             raise ValueError("model.async_rollouts runs its sampler on CPU cores; a GPU sampler (vLLM) is not done "
@@ -207,9 +211,9 @@ class AsyncRolloutStep(RolloutStep):
         self.close()
         adapter = self.config.lora_sync == "adapter"
         eos = end_of_sequence_ids(module.tokenizer, module.policy) if self.config.server is not None else None
-        spec = WorkerSpec(f"sampler-rank{module.global_rank}", h.model, h.dtype, module.sampling, self.config.worker_threads,
-                          lora=h.lora if adapter else None, server=self.config.server, eos=eos,
-                          timeout_s=self.config.timeout_s)
+        spec = WorkerSpec(f"sampler-rank{module.global_rank}", h.model, h.dtype, module.sampling,
+                          self.config.worker_threads, lora=h.lora if adapter else None, server=self.config.server,
+                          eos=eos, timeout_s=self.config.timeout_s)
         self.worker = SamplerWorker(spec, self._weights(module, everything=True), self.config.timeout_s)
         self.worker.push(self._weights(module, everything=True), self.first_version)
 
