@@ -42,11 +42,12 @@ def documented_server_command() -> tuple[list[str], list[str]]:
     """docs/async_rollouts.md's ``vllm serve`` command (its environment and its flags after the
     model path) and the flags it adds on a CPU server: what the fixture runs."""
     text = (Path(__file__).parents[1] / "docs" / "async_rollouts.md").read_text()
-    block = re.search(r"```bash\n(VLLM_SERVER_DEV_MODE=1 vllm serve .+?)\n```", text, re.S).group(1)
+    block = re.search(r"```bash\n(VLLM_SERVER_DEV_MODE=1 python -m .+?)\n```", text, re.S).group(1)
     argv = shlex.split(block.replace("\\\n", " "))
-    assert argv[:3] == ["VLLM_SERVER_DEV_MODE=1", "vllm", "serve"] and RECEIVER in argv
+    assert argv[:6] == ["VLLM_SERVER_DEV_MODE=1", "python", "-m", "vllm.entrypoints.openai.api_server", "--model",
+                        "/path/to/model"] and RECEIVER in argv
     cpu = re.search(r"On a CPU server add `([^`]+)`", text).group(1).split()
-    return argv[4:], cpu
+    return argv[6:], cpu
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def server(tmp_path_factory):
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "OMP_NUM_THREADS": "1"}
     log = open(path / "server.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(  # later flags win: this machine's address and port, a small KV cache
-        [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(path), *flags, *cpu_flags,
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(path), *flags, *cpu_flags,
          "--tokenizer", tokenizer_dir, "--load-format", "dummy", "--max-model-len", "256",
          "--kv-cache-memory-bytes", str(2**28), "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT)
