@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_async_rollouts import Record, fit
-from tests.test_rollout_contract import head32_policy
 from lit_reason.rollout import SamplingConfig
 from lit_reason.rollout.contract import end_of_sequence_ids
 from lit_reason.rollout.vllm_engine import write_engine_dir
 from lit_reason.rollout.vllm_server import RECEIVER, ServerError, VLLMServer, VLLMServerEngine, call_server
 from lit_reason.rollout.weight_sync import inference_weights
 from lit_reason.rollout_step.sampler_worker import SamplerWorkerError
+from tests.test_async_rollouts import Record, fit
+from tests.test_rollout_contract import head32_policy
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration,
               pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -42,7 +42,7 @@ def documented_server_command() -> tuple[list[str], list[str]]:
     """docs/async_rollouts.md's ``vllm serve`` command (its environment and its flags after the
     model path) and the flags it adds on a CPU server: what the fixture runs."""
     text = (Path(__file__).parents[1] / "docs" / "async_rollouts.md").read_text()
-    block = re.search(r"```bash\n(VLLM_SERVER_DEV_MODE=1 python -m .+?)\n```", text, re.S).group(1)
+    block = re.search(r"```bash\n(VLLM_SERVER_DEV_MODE=1 python -m .+?)\n```", text, re.DOTALL).group(1)
     argv = shlex.split(block.replace("\\\n", " "))
     assert argv[:6] == ["VLLM_SERVER_DEV_MODE=1", "python", "-m", "vllm.entrypoints.openai.api_server", "--model",
                         "/path/to/model"] and RECEIVER in argv
@@ -134,8 +134,8 @@ def test_grpo_with_async_rollouts_from_the_server(server):
     log-probs (the server follows the trainer after each push: the one before step 1 replaced
     its dummy weights, the one before step 4 the trained ones) and an older batch does not."""
     url, path, _ = server
-    module, record = fit(steps=6, model=str(path), async_rollouts={"max_staleness": 2, "sync_every": 3,
-                                                                     "timeout_s": 120, "server": {"url": url}})
+    _, record = fit(steps=6, model=str(path), async_rollouts={"max_staleness": 2, "sync_every": 3,
+                                                                "timeout_s": 120, "server": {"url": url}})
     steps = [record.steps[s] for s in sorted(record.steps)]
     assert [s["async/age"] for s in steps] == [0, 1, 2, 0, 1, 2]
     for s in steps:

@@ -78,7 +78,7 @@ def call_server(url: str, path: str, timeout_s: float, body: dict | None = None,
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url + path, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the user's server)
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # the user's own server
             text = response.read()
     except urllib.error.HTTPError as err:
         detail = " ".join(err.read().decode("utf-8", "replace").split())[:300]

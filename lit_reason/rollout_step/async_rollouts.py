@@ -37,7 +37,6 @@ from lit_reason.utils.config_dataclass import parse_config
 from lit_reason.utils.optim import optimizer_steps_per_rollout
 from lit_reason.utils.rng import rollout_seed
 
-
 LORA_SYNCS = ("merged", "adapter")
 
 
@@ -193,8 +192,8 @@ class AsyncRolloutStep(RolloutStep):
                                  "one rank, or use the built-in sampler (one per rank)")
             served_model(self.config.server, min(self.config.timeout_s, 30.0))  # reachable, serving the model
         elif strategy.root_device.type != "cpu":
-            raise ValueError("model.async_rollouts runs its sampler on CPU cores; a GPU sampler (vLLM) is not done "
-                             "yet: use trainer.accelerator: cpu or unset model.async_rollouts")
+            raise ValueError("model.async_rollouts runs its built-in sampler on CPU cores: with a GPU trainer, sample "
+                             "from a vLLM server (model.async_rollouts.server) or use trainer.accelerator: cpu")
         local_ranks = max(int(getattr(trainer, "num_devices", 1) or 1), 1)
         if local_ranks * self.config.worker_threads > core_count():
             raise ValueError(f"model.async_rollouts: {local_ranks} ranks on this machine, each with a sampler of "
