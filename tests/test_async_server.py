@@ -66,7 +66,7 @@ def server(tmp_path_factory):
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(path), *flags, *cpu_flags,
          "--tokenizer", tokenizer_dir, "--load-format", "dummy", "--max-model-len", "256",
          "--kv-cache-memory-bytes", str(2**28), "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its engine processes in its group
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     try:
@@ -79,15 +79,15 @@ def server(tmp_path_factory):
                     raise RuntimeError(f"the vLLM server did not start; its log: {path / 'server.log'}") from None
                 time.sleep(2)
         yield url, path, process
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)  # in case a test left it stopped
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+    finally:  # the server's process group: the API server and the engine processes it started
+        try:
+            os.killpg(process.pid, signal.SIGCONT)  # in case a test left it stopped
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+            time.sleep(2)
+            os.killpg(process.pid, signal.SIGKILL)  # what did not stop by itself
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
         log.close()
 
 
@@ -170,4 +170,28 @@ def test_a_stalled_server_ends_the_run_in_one_line_naming_it(server):
     assert time.monotonic() - record.at < 30
     message = str(err.value)
     assert "\n" not in message and message.startswith("sampler worker sampler-rank0"), message
+    assert url in message and "batch 2" in message
+
+
+def test_a_dead_server_ends_the_run_in_one_line_naming_it(server):
+    """The server's process dies (SIGKILL) mid-run: the run ends at once (a refused connection,
+    not the timeout) with one line naming the sampler, the server and what it was doing.
+    Last in this module: the server stays dead."""
+    url, path, process = server
+
+    class KillServer(Record):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
+            if trainer.global_step == 2:
+                self.at = time.monotonic()
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+
+    record = KillServer()
+    with pytest.raises(SamplerWorkerError) as err:
+        fit(steps=6, record=record, model=str(path),
+            async_rollouts={"max_staleness": 0, "timeout_s": 120, "server": {"url": url}})
+    assert time.monotonic() - record.at < 60  # well before the 120 s timeout
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("sampler worker sampler-rank0 crashed while "), message
     assert url in message and "batch 2" in message
