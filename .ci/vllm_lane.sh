@@ -57,4 +57,4 @@ fi
 OMP_NUM_THREADS="${THREADS:-2}" "$VENV/bin/python" -m pytest -p no:warnings \
   tests/test_rollout_contract.py tests/test_vllm_engine.py tests/test_rollout_correction.py tests/test_vllm_ranks.py \
   tests/test_fast_rollout.py tests/test_vllm_fake_engine.py tests/test_episodes_vllm.py \
-  tests/test_turn_cache.py
+  tests/test_turn_cache.py tests/test_async_server.py

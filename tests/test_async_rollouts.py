@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,6 +30,7 @@ from lit_reason.rollout import SamplingConfig
 from lit_reason.rollout_step.async_rollouts import (AsyncRollouts, AsyncRolloutStep, LoaderPlan, batch_age,
                                                      min_version, sync_due)
 from lit_reason.rollout_step.sampler_worker import GenerateRequest, SamplerWorker, SamplerWorkerError, WorkerSpec
+from lit_reason.rollout.vllm_server import ServerError
 from lit_reason.rollout.weight_sync import inference_weights
 
 
@@ -87,6 +89,10 @@ def test_a_loader_it_cannot_plan_is_refused():
     ({"timeout_s": 0}, "timeout_s must be > 0"),
     ({"worker_threads": 4096}, "worker_threads=4096: this machine gives the run"),
     ({"max_staleness": "1"}, "max_staleness must be int"),
+    ({"lora_sync": "delta"}, r"lora_sync must be one of \('merged', 'adapter'\)"),
+    ({"server": {"url": "localhost:8000"}}, r"server.url='localhost:8000' is not a server address: write it as http"),
+    ({"server": {"adress": "http://h:1"}}, r"model.async_rollouts.server: unknown key\(s\) \['adress'\]"),
+    ({"server": {"url": "http://h:1"}, "lora_sync": "adapter"}, "adapter is for the built-in sampler; a vLLM server"),
 ])
 def test_bad_settings_stop_in_one_line_before_anything_loads(options, message):
     with pytest.raises(ValueError, match=message) as err:
@@ -95,13 +101,32 @@ def test_bad_settings_stop_in_one_line_before_anything_loads(options, message):
 
 
 @pytest.mark.parametrize("cls, options, message", [
-    (GRPO, {"rollout_engine": "vllm"}, "vLLM .* is not supported by it yet"),
+    (GRPO, {"rollout_engine": "vllm"}, "not with a colocated vLLM: set model.rollout_engine: builtin"),
     (HRPO, {}, "its own engine"),
     (GRPO, {"dynamic_sampling": True}, "cannot refill batches on demand"),
 ])
 def test_engines_it_cannot_serve_are_refused(cls, options, message):
     with pytest.raises(ValueError, match=message):
         cls(model="tiny", async_rollouts={"max_staleness": 1}, **options)
+
+
+def test_adapter_only_sync_without_lora_is_refused():
+    with pytest.raises(ValueError, match="lora_sync: adapter needs model.lora"):
+        GRPO(model="tiny", async_rollouts={"lora_sync": "adapter"})
+
+
+def test_a_server_that_does_not_answer_is_one_line_at_setup():
+    with socket.socket() as s:  # a port nothing listens on (bound, never listening)
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        step = AsyncRolloutStep(AsyncRollouts(timeout_s=5, server={"url": url}))
+        module = SimpleNamespace(trainer=SimpleNamespace(strategy=SingleDeviceStrategy("cpu"), num_devices=1))
+        with pytest.raises(ServerError, match=f"vLLM server {url} did not answer /v1/models") as err:
+            step.setup(module)
+        assert "\n" not in str(err.value)
+        module.trainer.world_size = 2
+        with pytest.raises(ValueError, match="server serves one trainer process, not 2 ranks"):
+            step.setup(module)
 
 
 class FSDPStrategy:  # stands for Lightning's (the check reads the class name)
@@ -115,7 +140,7 @@ class SingleDeviceStrategy:
 
 @pytest.mark.parametrize("strategy, devices, message", [
     (FSDPStrategy(), 1, "needs full weights on each rank .* not FSDPStrategy"),
-    (SingleDeviceStrategy("cuda"), 1, "runs its sampler on CPU cores"),
+    (SingleDeviceStrategy("cuda"), 1, "runs its built-in sampler on CPU cores: with a GPU trainer, sample from"),
     (SingleDeviceStrategy("cpu"), 4096, "4096 ranks on this machine, each with a sampler of worker_threads=1"),
 ])
 def test_strategies_and_machines_it_cannot_serve_are_refused_at_setup(strategy, devices, message):
@@ -128,7 +153,9 @@ def test_strategies_and_machines_it_cannot_serve_are_refused_at_setup(strategy, 
 
 @pytest.mark.parametrize("override, line", [
     ("--model.async_rollouts.max_staleness=-1", "error: model.async_rollouts.max_staleness must be >= 0 (got -1)"),
-    ("--model.rollout_engine=vllm", "error: model.async_rollouts samples with the built-in engine"),
+    ("--model.rollout_engine=vllm", "error: model.async_rollouts samples in a process of its own"),
+    ("--model.async_rollouts.server.url=localhost:8000",
+     "error: model.async_rollouts.server.url='localhost:8000' is not a server address"),
 ])
 def test_the_cli_prints_bad_async_settings_as_one_line(override, line, capsys):
     with pytest.raises(SystemExit) as done:
@@ -208,21 +235,29 @@ def fit(tmp_path=None, steps=5, record=None, resume=False, extra=(), **module_kw
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 32.0}], ids=["full", "lora"])
-def test_k0_is_the_synchronous_trainer(lora):
+@pytest.mark.parametrize("lora, lora_sync", [(None, "merged"), ({"r": 4, "alpha": 32.0}, "merged"),
+                                             ({"r": 4, "alpha": 32.0}, "adapter")],
+                         ids=["full", "lora", "lora-adapter-only"])
+def test_k0_is_the_synchronous_trainer(lora, lora_sync):
     """Same seeds, same rollouts, same weights after N steps; two optimizer steps per rollout
     (minibatches), so the sampler's seed follows the optimizer step as the module's does. With
-    LoRA the merged weights reach the sampler: its log-probs equal the trainer's at every step.
+    LoRA the weights reach the sampler merged (W + BA) or adapter-only (the base once, then the A/B
+    tensors, applied by the sampler's own peft wrap): either way its log-probs equal the trainer's
+    at every step, and a push writes exactly the bytes of what it sends.
     (Without the rollout correction, which reads the sampler's log-probs: those of another process
     agree with the in-process engine's to ~5e-7, not to the bit, so the weights would too.)"""
     kwargs = dict(minibatch_size=2, lora=lora, lr=5e-2 if lora else 1e-2, rollout_correction=None)
     sync, sync_rec = fit(steps=10, **kwargs)
-    asyn, async_rec = fit(steps=10, async_rollouts={"max_staleness": 0}, **kwargs)
+    asyn, async_rec = fit(steps=10, async_rollouts={"max_staleness": 0, "lora_sync": lora_sync}, **kwargs)
     assert sorted(async_rec.steps) == sorted(sync_rec.steps) == [2, 4, 6, 8, 10]
+    pushed = (sum(p.numel() * p.element_size() for p in asyn.policy.parameters() if p.requires_grad)
+              if lora_sync == "adapter" else sum(t.numel() * t.element_size() for _, t in inference_weights(asyn.policy)))
     for step in sync_rec.steps:
         assert async_rec.steps[step]["texts"] == sync_rec.steps[step]["texts"], step
         assert async_rec.steps[step]["async/age"] == 0.0
         assert async_rec.steps[step]["sampler_vs_trainer"] < 1e-4  # the sampler has the trainer's weights
+        if step > 2:  # the first rollout's weights went at the start (the base included)
+            assert async_rec.steps[step]["async/sync_mb"] == pytest.approx(pushed / 2**20)
     for (name, p), q in zip(sync.named_parameters(), asyn.parameters()):
         assert torch.equal(p, q), name
     # the weights moved (with LoRA: the adapters), so a sampler left on old weights would have disagreed
@@ -363,3 +398,19 @@ def test_ddp_each_rank_has_its_own_sampler_for_its_own_shard(tmp_path):
     assert ranks[0]["prompts"] != ranks[1]["prompts"]
     for p, q in zip(ranks[0]["params"], ranks[1]["params"]):
         assert torch.equal(p, q)
+
+
+def test_the_documented_server_yaml_builds():
+    """docs/async_rollouts.md's YAML for a vLLM server sampler is a valid model.async_rollouts
+    (building the module does not contact the server: setup does)."""
+    import re
+
+    import yaml
+
+    text = (Path(__file__).parents[1] / "docs" / "async_rollouts.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.+?)```", text, re.DOTALL) if "server:" in b)
+    options = yaml.safe_load(block)["model"]["async_rollouts"]
+    module = GRPO(model="tiny", async_rollouts=options)
+    config = module.rollout_step.config
+    assert config.server.url == "http://10.0.0.7:8000" and config.server.sync_host == "10.0.0.5"
+    assert config.max_staleness == 1

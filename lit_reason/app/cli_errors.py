@@ -39,7 +39,7 @@ _PROJECT_PACKAGES = ("lit_reason", "datamodules", "callbacks")
 _SETTINGS_HOOKS = {"__init__", "prepare_data", "setup"}
 _LIGHTNING_NAME = re.compile(r"You selected an invalid (strategy|accelerator) name: `\w+=(.+?)`")
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
-_NESTED_SETTING = re.compile(r"^\s*- ((?:model|data|trainer)\.\w+\.\w+ .+)$", re.MULTILINE)
+_NESTED_SETTING = re.compile(r"^\s*- ((?:model|data|trainer)\.\w+(?:\.\w+)+\S* .+)$", re.MULTILINE)
 
 
 def one_line_error(exc: BaseException) -> str | None:

@@ -173,6 +173,21 @@ def _base_config(model: torch.nn.Module):
     return config
 
 
+def write_engine_dir(model: torch.nn.Module, tokenizer, path: str) -> str:
+    """Write what vLLM needs to build ``model`` with ``load_format="dummy"`` into ``path``: its config
+    (no weights: they come from memory) and tokenizer. Returns the tokenizer's directory to pass
+    vLLM (``--tokenizer``): ``path``, or its ``tokenizer`` folder for the presets' generic tokenizer."""
+    _base_config(model).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    if not _declares_generic_tokenizer(path):
+        return path
+    # beside a config.json, AutoTokenizer would swap the generic class (the presets' character
+    # tokenizer) for the architecture's own, which decodes differently: keep it on its own
+    tokenizer_dir = os.path.join(path, "tokenizer")
+    tokenizer.save_pretrained(tokenizer_dir)
+    return tokenizer_dir
+
+
 class VLLMSession:
     """One colocated ``vllm.LLM`` and the trainer policy it mirrors.
 
@@ -221,14 +236,7 @@ class VLLMSession:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # colocated: the engine core runs in this process
         self._dir = tempfile.mkdtemp(prefix="lit-reason-vllm-")
         atexit.register(shutil.rmtree, self._dir, True)  # config + tokenizer only; gone when the run ends
-        _base_config(self.model).save_pretrained(self._dir)  # config only: the weights come from memory
-        tokenizer_dir = self._dir
-        self.tokenizer.save_pretrained(tokenizer_dir)
-        if _declares_generic_tokenizer(tokenizer_dir):
-            # beside a config.json, AutoTokenizer would swap the generic class (the presets' character
-            # tokenizer) for the architecture's own, which decodes differently: keep it on its own
-            tokenizer_dir = os.path.join(self._dir, "tokenizer")
-            self.tokenizer.save_pretrained(tokenizer_dir)
+        tokenizer_dir = write_engine_dir(self.model, self.tokenizer, self._dir)
         options = self.options
         eager = options.enforce_eager if options.enforce_eager is not None else not self.on_cuda
         kwargs = dict(
@@ -453,7 +461,7 @@ class VLLMRolloutEngine:
         rank) stream) for this rollout and the trainer's RNG states are restored after it."""
         start = time.perf_counter()
         self.session.prepare()
-        batch, device = prompt_ids.shape[0], prompt_ids.device
+        batch = prompt_ids.shape[0]
         requests = unique_prompt_runs(prompt_ids.cpu(), prompt_mask.cpu())
         seed = None
         if generator is not None:
@@ -468,28 +476,37 @@ class VLLMRolloutEngine:
         if len(completions) != batch:
             raise RuntimeError(f"vLLM returned {len(completions)} completions for {batch} rows")
 
-        eos = set(self.eos_ids)
-        rows, logps, ended = [], [], []
-        for completion in completions:
-            ids = list(completion.token_ids)
-            values = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
-            end = _first_end(ids, eos, self.stops)
-            keep = end if end is not None else len(ids)
-            rows.append(ids[:keep])
-            logps.append(values[:keep])
-            ended.append(end is not None)
-        width = max(max((len(r) for r in rows), default=0), 1)
-        completion_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        completion_mask = torch.zeros(batch, width, dtype=torch.long)
-        logprobs = torch.zeros(batch, width, dtype=torch.float32)
-        for i, (ids, values) in enumerate(zip(rows, logps)):
-            completion_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            completion_mask[i, : len(ids)] = 1
-            logprobs[i, : len(values)] = torch.tensor(values, dtype=torch.float32)
-        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-        truncated = ~torch.tensor(ended, dtype=torch.bool)
-        return Rollout(prompt_ids, prompt_mask.long(), completion_ids.to(device), completion_mask.to(device),
-                       logprobs.to(device), truncated.to(device), texts, time.perf_counter() - start)
+        pairs = [(list(c.token_ids), [float(step[t].logprob) for step, t in zip(c.logprobs or [], c.token_ids)])
+                 for c in completions]
+        return assemble_rollout(prompt_ids, prompt_mask, pairs, self.eos_ids, self.stops, self.pad_id, self.tokenizer,
+                                time.perf_counter() - start)
+
+
+def assemble_rollout(prompt_ids: Tensor, prompt_mask: Tensor, completions: Sequence[tuple[list[int], list[float]]],
+                     eos_ids: Sequence[int], stops: StopStringMatcher, pad_id: int, tokenizer, seconds: float) -> Rollout:
+    """A :class:`Rollout` from one ``(token ids, sampled log-probs)`` per row, each cut after its
+    first EOS or stop string as the built-in engine cuts it (uncut: ``truncated``)."""
+    batch, device = prompt_ids.shape[0], prompt_ids.device
+    eos = set(eos_ids)
+    rows, logps, ended = [], [], []
+    for ids, values in completions:
+        end = _first_end(ids, eos, stops)
+        keep = end if end is not None else len(ids)
+        rows.append(ids[:keep])
+        logps.append(values[:keep])
+        ended.append(end is not None)
+    width = max(max((len(r) for r in rows), default=0), 1)
+    completion_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros(batch, width, dtype=torch.long)
+    logprobs = torch.zeros(batch, width, dtype=torch.float32)
+    for i, (ids, values) in enumerate(zip(rows, logps)):
+        completion_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        completion_mask[i, : len(ids)] = 1
+        logprobs[i, : len(values)] = torch.tensor(values, dtype=torch.float32)
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+    truncated = ~torch.tensor(ended, dtype=torch.bool)
+    return Rollout(prompt_ids, prompt_mask.long(), completion_ids.to(device), completion_mask.to(device),
+                   logprobs.to(device), truncated.to(device), texts, seconds)
 
 
 @contextlib.contextmanager

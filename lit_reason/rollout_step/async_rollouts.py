@@ -21,16 +21,23 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from torch import Tensor
 
+from lit_reason.rollout.contract import end_of_sequence_ids
+from lit_reason.rollout.vllm_server import VLLMServer, served_model
 from lit_reason.rollout.weight_sync import inference_weights
 from lit_reason.rollout_step.contract import RolloutStep, ScoredRollout
 from lit_reason.rollout_step.sampler_worker import GenerateRequest, SamplerWorker, WorkerSpec, core_count
 from lit_reason.tasks.rewards import score_completions
+from lit_reason.utils.config_dataclass import parse_config
 from lit_reason.utils.optim import optimizer_steps_per_rollout
 from lit_reason.utils.rng import rollout_seed
+
+LORA_SYNCS = ("merged", "adapter")
 
 
 @dataclass
@@ -44,12 +51,19 @@ class AsyncRollouts:
         timeout_s: longest wait for a batch or a weight sync before the run stops with the
             worker's name and activity (covers one generation, and the worker's start).
         worker_threads: torch threads of the sampler process (the trainer keeps its own).
+        lora_sync: with model.lora, ``merged`` pushes W + BA for every weight; ``adapter`` pushes
+            the base once and then only the trainable tensors (LoRA A/B), which the sampler
+            applies on its own copy of the base (built-in sampler only).
+        server: ``{url: http://host:port}``: sample from a vLLM server (:class:`VLLMServer`)
+            instead of a built-in engine; the sampler process then only talks to it.
     """
 
     max_staleness: int = 1
     sync_every: int = 1
     timeout_s: float = 600.0
     worker_threads: int = 1
+    lora_sync: str = "merged"
+    server: VLLMServer | None = None
 
     def __post_init__(self) -> None:
         key = "model.async_rollouts"
@@ -60,6 +74,12 @@ class AsyncRollouts:
                              f"(got {self.sync_every}): a batch may not be sampled by weights older than max_staleness")
         if not self.timeout_s > 0:
             raise ValueError(f"{key}.timeout_s must be > 0 (got {self.timeout_s})")
+        if self.lora_sync not in LORA_SYNCS:
+            raise ValueError(f"{key}.lora_sync must be one of {LORA_SYNCS} (got {self.lora_sync!r})")
+        self.server = parse_config(VLLMServer, self.server, f"{key}.server")
+        if self.server is not None and self.lora_sync == "adapter":
+            raise ValueError(f"{key}.lora_sync: adapter is for the built-in sampler; a vLLM server gets merged "
+                             "weights: set lora_sync: merged")
         if not 1 <= self.worker_threads <= core_count():
             raise ValueError(f"{key}.worker_threads={self.worker_threads}: this machine gives the run "
                              f"{core_count()} core(s); set 1..{core_count()}")
@@ -82,6 +102,15 @@ def batch_age(index: int, version: int, max_staleness: int) -> int:
 def sync_due(index: int, first_version: int, sync_every: int) -> bool:
     """Whether the weights are pushed before training batch ``index``."""
     return index > first_version and (index - first_version) % sync_every == 0
+
+
+def sync_weights(policy: Any, lora_sync: str, everything: bool = False) -> Iterator[tuple[str, Tensor]]:
+    """What a push sends: ``merged``, the inference weights (LoRA merged); ``adapter``, the peft
+    model's own tensors, all of them (``everything``: the first push, the base included) or the
+    trainable ones (LoRA A/B, modules_to_save)."""
+    if lora_sync == "merged":
+        return inference_weights(policy)
+    return ((n, p) for n, p in policy.named_parameters() if everything or p.requires_grad)
 
 
 class LoaderPlan:
@@ -121,9 +150,9 @@ class AsyncRolloutStep(RolloutStep):
     """``model.async_rollouts``: batches sampled ahead by a :class:`SamplerWorker` (see the module doc).
 
     Logged per step: ``async/age`` (of the trained batch), ``async/trainer_idle_s`` (the wait for
-    it), ``async/sampler_idle_s`` (the sampler's wait before generating it), ``async/sync_s`` (the
-    weight push), ``async/queue_depth`` (batches generated ahead, ready); ``age_counts`` (the age
-    histogram of the run) is checkpointed."""
+    it), ``async/sampler_idle_s`` (the sampler's wait before generating it), ``async/sync_mb`` (what
+    a push wrote), ``async/sync_s`` (the weight push), ``async/queue_depth`` (batches generated
+    ahead, ready); ``age_counts`` (the age histogram of the run) is checkpointed."""
 
     def __init__(self, config: AsyncRollouts) -> None:
         self.config = config
@@ -134,13 +163,18 @@ class AsyncRolloutStep(RolloutStep):
     def check_module(cls, hparams: Any, own_engine: bool) -> None:
         """What a sampler process cannot serve, refused in one line before anything loads."""
         if hparams.get("rollout_engine", "builtin") != "builtin":
-            raise ValueError("model.async_rollouts samples with the built-in engine in a process of its own; vLLM "
-                             "(colocated or served) is not supported by it yet: set model.rollout_engine: builtin")
+            raise ValueError("model.async_rollouts samples in a process of its own (the built-in engine, or a vLLM "
+                             "server with model.async_rollouts.server), not with a colocated vLLM: set "
+                             "model.rollout_engine: builtin")
         if own_engine:
             raise ValueError("model.async_rollouts: this method samples with its own engine (HRPO's latent mixing), "
                              "which the sampler process does not run; unset model.async_rollouts")
         if hparams.get("dynamic_sampling"):
             raise ValueError("model.async_rollouts cannot refill batches on demand (model.dynamic_sampling): unset one")
+        config = hparams.get("async_rollouts") or {}
+        if config.get("lora_sync") == "adapter" and not hparams.get("lora"):
+            raise ValueError("model.async_rollouts.lora_sync: adapter needs model.lora (there is no adapter to push "
+                             "without it): set lora_sync: merged or configure model.lora")
         if (hparams.get("lora") or {}).get("load_in_4bit"):
             raise ValueError("model.async_rollouts syncs full (merged) weights: a 4-bit LoRA base cannot be merged; "
                              "unset model.lora.load_in_4bit")
@@ -151,9 +185,15 @@ class AsyncRolloutStep(RolloutStep):
         if type(strategy).__name__.startswith(("FSDP", "DeepSpeed", "ModelParallel")):
             raise ValueError(f"model.async_rollouts needs full weights on each rank (DDP or one device), not "
                              f"{type(strategy).__name__}")
-        if strategy.root_device.type != "cpu":
-            raise ValueError("model.async_rollouts runs its sampler on CPU cores; a GPU sampler (vLLM) is not done "
-                             "yet: use trainer.accelerator: cpu or unset model.async_rollouts")
+        if self.config.server is not None:
+            if int(getattr(trainer, "world_size", 1) or 1) > 1:
+                raise ValueError(f"model.async_rollouts.server serves one trainer process, not "
+                                 f"{trainer.world_size} ranks (each rank would push its weights into it): run "
+                                 "one rank, or use the built-in sampler (one per rank)")
+            served_model(self.config.server, min(self.config.timeout_s, 30.0))  # reachable, serving the model
+        elif strategy.root_device.type != "cpu":
+            raise ValueError("model.async_rollouts runs its built-in sampler on CPU cores: with a GPU trainer, sample "
+                             "from a vLLM server (model.async_rollouts.server) or use trainer.accelerator: cpu")
         local_ranks = max(int(getattr(trainer, "num_devices", 1) or 1), 1)
         if local_ranks * self.config.worker_threads > core_count():
             raise ValueError(f"model.async_rollouts: {local_ranks} ranks on this machine, each with a sampler of "
@@ -168,9 +208,16 @@ class AsyncRolloutStep(RolloutStep):
         self.first_version = int(module.global_step) // self.steps_per_rollout
         self.requested: dict[int, list[Any]] = {}  # batch index -> the planned prompts
         self.close()
-        spec = WorkerSpec(f"sampler-rank{module.global_rank}", h.model, h.dtype, module.sampling, self.config.worker_threads)
-        self.worker = SamplerWorker(spec, inference_weights(module.policy), self.config.timeout_s)
-        self.worker.push(inference_weights(module.policy), self.first_version)
+        adapter = self.config.lora_sync == "adapter"
+        eos = end_of_sequence_ids(module.tokenizer, module.policy) if self.config.server is not None else None
+        spec = WorkerSpec(f"sampler-rank{module.global_rank}", h.model, h.dtype, module.sampling,
+                          self.config.worker_threads, lora=h.lora if adapter else None, server=self.config.server,
+                          eos=eos, timeout_s=self.config.timeout_s)
+        self.worker = SamplerWorker(spec, self._weights(module, everything=True), self.config.timeout_s)
+        self.worker.push(self._weights(module, everything=True), self.first_version)
+
+    def _weights(self, module: Any, everything: bool = False):
+        return sync_weights(module.policy, self.config.lora_sync, everything)
 
     def __call__(self, module: Any, batch: list[Any]) -> ScoredRollout:
         if self.worker is None:
@@ -178,9 +225,9 @@ class AsyncRolloutStep(RolloutStep):
         trainer, k = module.trainer, self.config.max_staleness
         index = int(module.global_step) // self.steps_per_rollout
         epoch, batch_idx = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx
-        sync_s = 0.0
+        sync_s, sync_bytes = 0.0, 0
         if sync_due(index, self.first_version, self.config.sync_every) and self.worker.pushed != index:
-            sync_s = self.worker.push(inference_weights(module.policy), index)
+            sync_s, sync_bytes = self.worker.push(self._weights(module), index)
         for ahead in range(k + 1):
             if index + ahead not in self.requested:
                 self._request(module, index + ahead, self.plan.problems(epoch, batch_idx + ahead), ahead)
@@ -197,6 +244,7 @@ class AsyncRolloutStep(RolloutStep):
         scored = score_completions(module.reward_fns, rows, generated.rollout.texts)
         metrics = {"async/age": float(age), "async/trainer_idle_s": trainer_idle,
                    "async/sampler_idle_s": generated.sampler_idle_s, "async/sync_s": sync_s,
+                   "async/sync_mb": sync_bytes / 2**20,
                    "async/queue_depth": float(len(self.worker.ready))}
         return ScoredRollout(list(batch), generated.rollout, scored, metrics=metrics)
 

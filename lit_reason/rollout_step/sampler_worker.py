@@ -17,6 +17,7 @@ parent and exits when the trainer is gone.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import queue
@@ -32,7 +33,10 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor
 
+from lit_reason.models.lora import LoraSettings, apply_lora
 from lit_reason.rollout import Rollout, RolloutEngine, SamplingConfig
+from lit_reason.rollout.vllm_server import VLLMServer, VLLMServerEngine
+from lit_reason.rollout.weight_sync import inference_weights
 
 _STATUS_BYTES = 200
 _POLL_S = 0.2
@@ -44,13 +48,27 @@ class SamplerWorkerError(RuntimeError):
 
 @dataclass
 class WorkerSpec:
-    """What the child needs to build its engine (picklable: names, not objects)."""
+    """What the child needs to build its engine (picklable: names, not objects).
+
+    ``lora``: the trainer's LoRA settings, for adapter-only pushes (the child wraps a copy of its
+    base with them, receives the base once, then only the trainable tensors, and merges them into
+    the model it generates with). ``server``: sample
+    from this vLLM server instead of a model of the child's own; ``eos`` is then the policy's
+    ``(eos_ids, pad_id)`` and ``timeout_s`` bounds each call to the server."""
 
     name: str
     model: str
     dtype: str
     sampling: SamplingConfig
     threads: int
+    lora: dict | None = None
+    server: VLLMServer | None = None
+    eos: tuple[list[int], int] | None = None
+    timeout_s: float = 600.0
+
+    @property
+    def where(self) -> str:
+        return f" on the vLLM server {self.server.url}" if self.server is not None else ""
 
 
 @dataclass
@@ -91,19 +109,40 @@ def serve(spec: WorkerSpec, weights: dict[str, Tensor], requests: Any, results: 
         results.put(("error", f"{type(err).__name__}: {err}".splitlines()[0], doing))
 
 
-def _serve(spec: WorkerSpec, weights: dict[str, Tensor], requests: Any, results: Any, status: Any) -> None:
-    from lit_reason.models.policy import load_policy
+def _engine(spec: WorkerSpec, weights: dict[str, Tensor]) -> tuple[Any, Callable[[list[str] | None], None]]:
+    """The child's engine and how it loads the named shared tensors (None: all of them)."""
+    from lit_reason.models.policy import load_policy, load_tokenizer
 
-    results.cancel_join_thread()  # if the trainer is gone, exit without flushing what nobody will read
-    torch.set_num_threads(spec.threads)
-    _set_status(status, "loading the model")
+    if spec.server is not None:
+        engine = VLLMServerEngine(spec.server, load_tokenizer(spec.model), spec.sampling, *spec.eos, spec.timeout_s)
+        return engine, lambda names: engine.load(weights if names is None else {n: weights[n] for n in names})
     loaded = load_policy(spec.model, dtype=spec.dtype)
-    model = loaded.model.eval().requires_grad_(False)
-    params = dict(model.named_parameters())
+    model = loaded.model.eval().requires_grad_(False)  # what generates
+    # adapter-only: a peft copy receives the base and the adapters, and the generating model gets
+    # W + BA from it after each push (the trainer's merged weights, computed here, off its path)
+    wrapped = apply_lora(copy.deepcopy(model), LoraSettings(**spec.lora)).requires_grad_(False) if spec.lora else None
+    params = dict((wrapped or model).named_parameters())
     missing = sorted(set(weights) - set(params))
     if missing:
         raise ValueError(f"the sampler's model {spec.model!r} lacks the trainer's weights {missing[:3]}")
-    engine = RolloutEngine(model, loaded.tokenizer, spec.sampling)
+    generating = dict(model.named_parameters())
+
+    def load(names: list[str] | None) -> None:
+        with torch.no_grad():
+            for name in weights if names is None else names:
+                params[name].copy_(weights[name])
+            if wrapped is not None:
+                for name, merged in inference_weights(wrapped):
+                    generating[name].copy_(merged)
+
+    return RolloutEngine(model, loaded.tokenizer, spec.sampling), load
+
+
+def _serve(spec: WorkerSpec, weights: dict[str, Tensor], requests: Any, results: Any, status: Any) -> None:
+    results.cancel_join_thread()  # if the trainer is gone, exit without flushing what nobody will read
+    torch.set_num_threads(spec.threads)
+    _set_status(status, "loading the model" + spec.where)
+    engine, load = _engine(spec, weights)
     parent = mp.parent_process()
     waiting: list[GenerateRequest] = []
     version: int | None = None
@@ -124,7 +163,7 @@ def _serve(spec: WorkerSpec, weights: dict[str, Tensor], requests: Any, results:
                     return  # the trainer is gone
                 continue
             waiting.remove(runnable)
-            _set_status(status, f"generating batch {runnable.index} with weights v{version}")
+            _set_status(status, f"generating batch {runnable.index} with weights v{version}{spec.where}")
             began = time.time()
             with torch.no_grad():
                 rollout = engine.generate(runnable.prompt_ids, runnable.prompt_mask,
@@ -136,11 +175,9 @@ def _serve(spec: WorkerSpec, weights: dict[str, Tensor], requests: Any, results:
         elif message[0] == "stop":
             return
         elif message[0] == "weights":
-            _set_status(status, f"loading weights v{message[1]}")
+            _set_status(status, f"loading weights v{message[1]}{spec.where}")
             t0 = time.perf_counter()
-            with torch.no_grad():
-                for name, shared in weights.items():
-                    params[name].copy_(shared)
+            load(message[2])
             version = int(message[1])
             results.put(("loaded", version, time.perf_counter() - t0))
             _set_status(status, f"idle with weights v{version}")
@@ -169,17 +206,21 @@ class SamplerWorker:
     def doing(self) -> str:
         return self.status.value.decode("utf-8", "replace") or "starting"
 
-    def push(self, weights: Iterable[tuple[str, Tensor]], version: int) -> float:
-        """Write ``weights`` as ``version`` once the child has loaded the previous one; seconds taken."""
+    def push(self, weights: Iterable[tuple[str, Tensor]], version: int) -> tuple[float, int]:
+        """Write ``weights`` (all of the shared tensors, or some of them: adapter-only) as ``version``
+        once the child has loaded the previous one; (seconds taken, bytes written)."""
         t0 = time.perf_counter()
         if self.pushed is not None:
             self._wait_for(lambda: self.loaded == self.pushed, f"the ack of weights v{self.pushed}")
+        names, written = [], 0
         with torch.no_grad():
             for name, tensor in weights:
                 self.weights[name].copy_(tensor.detach())
-        self.requests.put(("weights", version))
+                names.append(name)
+                written += tensor.numel() * tensor.element_size()
+        self.requests.put(("weights", version, None if len(names) == len(self.weights) else names))
         self.pushed = version
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, written
 
     def request(self, request: GenerateRequest) -> None:
         self.requests.put(("generate", request))
