@@ -156,6 +156,8 @@ def test_rows_kept_out_of_the_loss_stay_out_of_batch_advantages_and_the_logged_r
     a = 0.5 / (0.5773502691896258 + 1e-4)
     assert rec.outputs[0]["advantages"].tolist() == pytest.approx([a, -a, -a, a, 0, 0, 0, 0], abs=1e-6)
     assert rec.metrics[-1]["reward"] == pytest.approx(0.5)  # the trained group's mean, not 0.75
+    assert rec.metrics[-1]["rewards/correct/mean"] == pytest.approx(0.5)  # the source's too
+    assert rec.metrics[-1]["rewards/correct/std"] == pytest.approx(0.5773502691896258)
 
 
 def test_intuitor_per_source_advantages_leave_the_padding_rows_out_too():
@@ -180,6 +182,9 @@ def test_intuitor_per_source_advantages_leave_the_padding_rows_out_too():
     b = [2 * x / (0.5 + 1e-4) for x in (-0.75, 0.25, 0.25, 0.25)]
     expected = [a + b[0], -a + b[1], -a + b[2], a + b[3], 0, 0, 0, 0]
     assert rec.outputs[0]["advantages"].tolist() == pytest.approx(expected, abs=1e-5)
+    # the logged sources: the trained group's means (0.5 and 0.75), not the batch's (0.75 and 0.375)
+    assert rec.metrics[-1]["rewards/correct/mean"] == pytest.approx(0.5)
+    assert rec.metrics[-1][f"rewards/{other}/mean"] == pytest.approx(0.75)
 
 
 def test_episodes_and_async_rollouts_together_are_refused_in_one_line():

@@ -309,7 +309,7 @@ class GRPO(CheckpointState, Evaluation):
         # 2. reward (each completion was scored once, by the rollout step)
         need_old = self.needs_old_pass() or self.rollout_correction is not None
         old = self.old_policy_pass(rollout, need_old=need_old, need_ref=self.ref_model is not None)
-        rewards, reward_metrics = self.compute_rewards(problems, rollout, step.scored, old)
+        rewards, reward_metrics = self.compute_rewards(problems, rollout, step.trained_scores, old)
         if step.trained_rows is not None:  # padding groups: out of the batch statistics and the logged reward
             rewards = rewards.masked_fill(~step.trained_rows.to(rewards.device, torch.bool), float("nan"))
         self.divergence.rewards = rewards  # an infinite reward skips this rollout's optimizer steps

@@ -45,6 +45,12 @@ class ScoredRollout:
         group = len(self.rollout.texts) // max(len(self.problems), 1)
         return [p for p in self.problems for _ in range(group)]
 
+    @property
+    def trained_scores(self) -> ScoredCompletions:
+        """``scored`` with every source abstaining on the rows kept out of the loss, so they stay out
+        of group and batch statistics and of the logged rewards (the ``scores`` are kept as they are)."""
+        return self.scored if self.trained_rows is None else self.scored.abstaining(~self.trained_rows.bool())
+
 
 class RolloutStep:
     """Turns the data batch of a training step into a :class:`ScoredRollout`.

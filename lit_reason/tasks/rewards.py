@@ -91,6 +91,11 @@ class ScoredCompletions:
         total[torch.isnan(torch.stack(list(self.per_source.values()))).all(0)] = math.nan
         return total
 
+    def abstaining(self, rows: torch.Tensor) -> "ScoredCompletions":
+        """A copy in which every source abstains (NaN) on ``rows`` (``[B]`` bool)."""
+        per_source = {n: v.masked_fill(rows.to(v.device), math.nan) for n, v in self.per_source.items()}
+        return ScoredCompletions(self.scores, per_source, self.row_errors)
+
     def errors(self) -> dict[str, str]:
         """Source name -> its first error message, in row order (sources that never raised are absent)."""
         return {name: rows[min(rows)] for name, rows in self.row_errors.items() if rows}
