@@ -132,3 +132,39 @@ def test_the_cli_wraps_the_trainers_strategy(tmp_path):
                              "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path),
                              "--trainer.logger", "false"], run=False)
     assert getattr(cli.trainer.strategy.save_checkpoint, "_atomic_sharded", False)
+
+
+@pytest.mark.parametrize("how", ["oserror", "torch_checkpoint_exception"])
+def test_a_full_disk_during_a_sharded_save_is_one_line_and_leaves_the_previous_checkpoint(tmp_path, how):
+    """The sharded writer fails with ENOSPC half-way through a shard (directly, or as torch's
+    distributed save reports it: a CheckpointException holding each failed rank's error)."""
+    import errno
+
+    from lightning.pytorch.strategies import ModelParallelStrategy
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from lit_reason.utils.faults import CheckpointWriteError
+
+    target = checkpoint_dir(tmp_path / "last.ckpt", step=1)
+
+    def full_disk_save(checkpoint, path, storage_options=None):
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "__0_0.distcp"), "w") as f:
+            f.write("step 2 rank 0, half")
+        full = OSError(errno.ENOSPC, "No space left on device")
+        raise full if how == "oserror" else CheckpointException("save failed", {1: (full, None)})
+
+    strategy = ModelParallelStrategy()
+    strategy.save_checkpoint = full_disk_save
+    strategy = make_sharded_saves_atomic(strategy)
+    weights = {"state_dict": {"w": torch.zeros(1024, 256)}}  # 1 MiB
+    with pytest.raises(CheckpointWriteError, match=rf"no space left on the device of {tmp_path} to write checkpoint "
+                                                   r"last.ckpt: it needs about 1 MiB, \d+ MiB are free") as raised:
+        strategy.save_checkpoint(weights, target)
+    assert "\n" not in str(raised.value)
+    assert os.listdir(tmp_path) == ["last.ckpt"] and step_of(target) == {"step 1"}  # no staging left, old intact
+
+    strategy = ModelParallelStrategy()
+    strategy.save_checkpoint = lambda *a, **k: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied"))
+    with pytest.raises(PermissionError):  # any other failure is not called a full disk
+        make_sharded_saves_atomic(strategy).save_checkpoint(weights, target)

@@ -17,7 +17,8 @@ rank is done rank 0 puts it into place:
   ``lit-reason fit`` before it resumes, and before each save) renames it back.
 
 At every instant the target path holds a complete checkpoint (or, in the last case, can be put
-back by a rename), and the previous one is removed only once the new one is in place.
+back by a rename), and the previous one is removed only once the new one is in place. A full disk
+during the save removes the staged shards and ends in the same one line as a single-file checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable
+
+from lit_reason.utils.checkpoint_io import checkpoint_bytes, is_full_disk, no_space_error
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
@@ -154,8 +157,14 @@ def make_sharded_saves_atomic(strategy: Any) -> Any:
             os.makedirs(parent, exist_ok=True)
             restore_interrupted_swaps(parent)
         strategy.barrier("atomic_sharded_save.stage")
-        save(checkpoint, staging, storage_options)
-        fsync_tree(staging)  # each rank its own shards (and whatever else it sees: harmless)
+        try:
+            save(checkpoint, staging, storage_options)
+            fsync_tree(staging)  # each rank its own shards (and whatever else it sees: harmless)
+        except BaseException as err:  # torch's distributed save raises the same on every rank
+            if not is_full_disk(err):
+                raise
+            _remove(staging)  # no partial shards left; the previous checkpoint was never touched
+            raise no_space_error(parent, os.path.basename(target), checkpoint_bytes(checkpoint)) from err
         strategy.barrier("atomic_sharded_save.written")
         if strategy.is_global_zero:
             replace_path(staging, target, token)

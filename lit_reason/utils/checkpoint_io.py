@@ -84,6 +84,32 @@ def checkpoint_bytes(checkpoint: Any) -> int:
     return 0
 
 
+def is_full_disk(err: BaseException) -> bool:
+    """Whether ``err``, its causes, or a rank's failure inside torch's distributed
+    ``CheckpointException`` (its ``failures``: rank -> (exception, trace)) is a full disk or quota."""
+    stack, seen = [err], set()
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            return True
+        failures = getattr(e, "failures", None)
+        ranks = [f[0] if isinstance(f, tuple) else f for f in failures.values()] if isinstance(failures, dict) else []
+        stack += [e.__cause__, e.__context__, *ranks]
+    return False
+
+
+def no_space_error(directory: str, name: str, need_bytes: int) -> CheckpointWriteError:
+    """The one line for a checkpoint that did not fit: the directory, what it needs and what is free."""
+    need, free = need_bytes / 2**20, shutil.disk_usage(directory).free / 2**20
+    return CheckpointWriteError(
+        f"no space left on the device of {directory} to write checkpoint {name}: it needs about {need:.0f} MiB, "
+        f"{free:.0f} MiB are free; free space or point the checkpoint dirpath elsewhere (the previous checkpoint "
+        "is intact)")
+
+
 def atomic_torch_save(checkpoint: dict[str, Any], path: str) -> None:
     """``torch.save`` to a temporary file next to ``path``, fsync, rename over ``path``, fsync the directory."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -98,12 +124,8 @@ def atomic_torch_save(checkpoint: dict[str, Any], path: str) -> None:
     except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(err, OSError) and err.errno in _NO_SPACE:
-            need, free = checkpoint_bytes(checkpoint) / 2**20, shutil.disk_usage(directory).free / 2**20
-            raise CheckpointWriteError(
-                f"no space left on the device of {directory} to write checkpoint {os.path.basename(path)}: it needs "
-                f"about {need:.0f} MiB, {free:.0f} MiB are free; free space or point the checkpoint dirpath "
-                "elsewhere (the previous checkpoint is intact)") from err
+        if is_full_disk(err):
+            raise no_space_error(directory, os.path.basename(path), checkpoint_bytes(checkpoint)) from err
         raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
