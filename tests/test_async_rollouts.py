@@ -265,18 +265,24 @@ def test_k0_is_the_synchronous_trainer(lora, lora_sync):
 
 
 @pytest.mark.integration
-def test_staleness_bound_and_overlap():
-    """k = 2 with a push every 3 steps: ages are 0, 1, 2, 0, 1, 2 (batch 3 must wait for v3); each
-    batch's sampler log-probs match the trainer's exactly when its age is 0 and not otherwise (the
-    version tag is the weights that sampled it); and the sampler generated ahead, during training."""
-    module, record = fit(steps=6, async_rollouts={"max_staleness": 2, "sync_every": 3})
-    steps = [record.steps[s] for s in sorted(record.steps)]
+def assert_staleness_cycle(steps: list[dict]) -> None:
+    """Ages 0, 1, 2, 0, 1, 2 (k = 2, a push every 3 steps); a batch of age 0 was sampled with the
+    trainer's weights (log-probs equal), an older one was not."""
     assert [s["async/age"] for s in steps] == [0, 1, 2, 0, 1, 2]
     for s in steps:
         if s["async/age"] == 0:
             assert s["rollout_correction/logp_diff_max"] < 1e-4
         else:
             assert s["rollout_correction/logp_diff_max"] > 1e-3
+
+
+def test_staleness_bound_and_overlap():
+    """k = 2 with a push every 3 steps: ages are 0, 1, 2, 0, 1, 2 (batch 3 must wait for v3); each
+    batch's sampler log-probs match the trainer's exactly when its age is 0 and not otherwise (the
+    version tag is the weights that sampled it); and the sampler generated ahead, during training."""
+    module, record = fit(steps=6, async_rollouts={"max_staleness": 2, "sync_every": 3})
+    steps = [record.steps[s] for s in sorted(record.steps)]
+    assert_staleness_cycle(steps)
     assert module.rollout_step.age_counts == {0: 2, 1: 2, 2: 2}
     assert max(s["async/queue_depth"] for s in steps) >= 1  # a batch was ready before its step began
     assert all(s["async/sync_s"] >= 0 and s["async/trainer_idle_s"] >= 0 and s["async/sampler_idle_s"] >= 0 for s in steps)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.test_episodes import check_sampled_tokens_are_trained, fit, never_right, problem
-from tests.test_rollout_contract import head32_policy
+from tests.test_rollout_contract import saved_head32_policy
 from tests.test_vllm_engine import SMOLLM
 
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -29,10 +29,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("vll
 def module(tmp_path_factory):
     from lit_reason.modules import GRPO
 
-    path = tmp_path_factory.mktemp("head32")
-    model, tok = head32_policy(seed=1)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+    path = saved_head32_policy(tmp_path_factory.mktemp("head32"))
     torch.manual_seed(0)
     grpo = GRPO(model=str(path), num_generations=3, max_new_tokens=10, sampling_seed=0, max_prompt_length=64,
                 lr=2e-2, rollout_engine="vllm", rollout_correction={"level": "token", "cap": 2.0},

@@ -35,6 +35,14 @@ def head32_policy(seed: int = 0):
     return model, tok
 
 
+def saved_head32_policy(path, seed: int = 1):
+    """:func:`head32_policy` saved as a ``from_pretrained`` directory (model and tokenizer) at ``path``."""
+    model, tok = head32_policy(seed=seed)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def policy():
     return head32_policy()

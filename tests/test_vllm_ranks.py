@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_rollout_contract import head32_policy
+from tests.test_rollout_contract import head32_policy, saved_head32_policy
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed here (runs in .venv-vllm: .ci/vllm_lane.sh)")
@@ -62,11 +62,7 @@ def run_ranks(args: list[str], tmp_path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("head32")
-    model, tok = head32_policy(seed=1)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return saved_head32_policy(tmp_path_factory.mktemp("head32"))
 
 
 def check_engines_follow_the_trainer(ranks: list[dict]) -> None:
